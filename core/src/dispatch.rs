@@ -1,0 +1,350 @@
+//! The message map: handlers declared in one table, dispatched by a `match` (seed 003, 消息映射).
+//!
+//! An application is a type with handler methods and one [`message_map!`] table. The macro
+//! expands to an impl of [`MessageMap`] whose `dispatch` is a single `match` on the kind, which
+//! the compiler lowers to a jump table: O(1), no heap, no hand-written switch in user code. A
+//! kind with no row is answered by the protocol's one fallback (ERROR 2, [`Dispatched::Unknown`]).
+//!
+//! ```
+//! use doorway_core::dispatch::{Context, Request, SendError, Service};
+//! use doorway_core::message_map;
+//!
+//! struct Greeter;
+//!
+//! impl Greeter {
+//!     fn hello(&mut self, cx: &mut impl Context, req: &Request<'_>) -> Result<(), SendError> {
+//!         cx.reply(req.kind, req.seq, b"hello")
+//!     }
+//! }
+//!
+//! message_map! {
+//!     Greeter {
+//!         100 => hello,
+//!     }
+//! }
+//!
+//! impl Service for Greeter {}
+//! ```
+//!
+//! # Who does what
+//!
+//! - A binding (Linux reactor, embedded task) decodes frames and calls [`handle_frame`], which
+//!   applies the protocol's control rules (PING, PONG, BYE, reserved kinds, client ERRORs) and
+//!   hands application kinds to the service's map.
+//! - The binding implements [`Context`]: queueing replies on the connection, sending to another
+//!   connection, broadcasting, closing, timers and counters. Handlers see only this trait, so one
+//!   service runs unchanged on both homes.
+//! - The service implements [`Service`] (hooks with defaults) on top of the generated
+//!   [`MessageMap`].
+
+use crate::frame::{self, kind, ErrorCode, FrameRef};
+use crate::slab::ConnId;
+use core::fmt;
+
+/// One decoded request as a handler sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Request<'a> {
+    /// The connection it arrived on.
+    pub conn: ConnId,
+    /// Message kind.
+    pub kind: u16,
+    /// Sequence number, to be echoed by the reply.
+    pub seq: u32,
+    /// The body, borrowed from the receive buffer.
+    pub body: &'a [u8],
+}
+
+/// Why output could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum SendError {
+    /// The connection's send queue or the buffer pool is exhausted.
+    Full,
+    /// The target connection is gone or closing.
+    Closed,
+    /// The body is larger than the binding can send in one frame.
+    TooLarge,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SendError::Full => "send queue full",
+            SendError::Closed => "connection closed",
+            SendError::TooLarge => "body too large",
+        })
+    }
+}
+
+impl core::error::Error for SendError {}
+
+/// Why a timer could not be set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum TimerError {
+    /// No timer slot is free.
+    Full,
+    /// The delay is beyond the wheel's range.
+    OutOfRange,
+}
+
+impl fmt::Display for TimerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TimerError::Full => "no free timer",
+            TimerError::OutOfRange => "delay out of range",
+        })
+    }
+}
+
+impl core::error::Error for TimerError {}
+
+/// What a binding offers a handler. One implementation per home (Linux, embedded).
+pub trait Context {
+    /// The connection the current request (or timer) belongs to.
+    fn conn(&self) -> ConnId;
+
+    /// Queues a frame on the current connection, in reply order.
+    fn reply(&mut self, kind: u16, seq: u32, body: &[u8]) -> Result<(), SendError>;
+
+    /// Queues a frame on another connection. A stale id answers `Err(Closed)`.
+    fn send_to(&mut self, to: ConnId, kind: u16, seq: u32, body: &[u8]) -> Result<(), SendError>;
+
+    /// Queues a frame on every connection still accepting requests (the current one included);
+    /// returns how many took it. A connection that cannot take it is treated as a slow consumer.
+    fn broadcast(&mut self, kind: u16, seq: u32, body: &[u8]) -> usize;
+
+    /// Closes the current connection after the replies already queued are sent.
+    fn close(&mut self);
+
+    /// Arms (or re-arms) the current connection's timer `token` to fire after `after_ms`;
+    /// [`Service::on_timer`] receives it. Timers die with their connection.
+    fn set_timer(&mut self, token: u32, after_ms: u32) -> Result<(), TimerError>;
+
+    /// Disarms the current connection's timer `token`, if armed.
+    fn cancel_timer(&mut self, token: u32);
+
+    /// Visits the server's counters by name, for STATS and metrics.
+    fn counters(&self, visit: &mut dyn FnMut(&str, u64));
+
+    /// Queues an ERROR frame with the protocol's `seq` rule.
+    fn reply_error(&mut self, code: ErrorCode, refused_seq: u32) -> Result<(), SendError> {
+        let mut body = [0u8; frame::MAX_ERROR_BODY];
+        let n = frame::error_body(&mut body, code);
+        let seq = if code.echoes_seq() { refused_seq } else { 0 };
+        self.reply(kind::ERROR, seq, &body[..n])
+    }
+}
+
+/// What the generated map did with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Dispatched {
+    /// A handler ran and returned this.
+    Handled(Result<(), SendError>),
+    /// No row for the kind.
+    Unknown,
+}
+
+/// The dispatch table, generated by [`message_map!`].
+pub trait MessageMap {
+    /// Runs the handler for `req.kind`, or answers `Unknown`.
+    fn dispatch<C: Context>(&mut self, cx: &mut C, req: &Request<'_>) -> Dispatched;
+}
+
+/// An application: a message map plus optional lifecycle hooks.
+pub trait Service: MessageMap {
+    /// A connection was admitted.
+    fn on_open<C: Context>(&mut self, cx: &mut C) {
+        let _ = cx;
+    }
+
+    /// A connection is gone; `conn` is already stale.
+    fn on_close(&mut self, conn: ConnId) {
+        let _ = conn;
+    }
+
+    /// A timer set with [`Context::set_timer`] fired.
+    fn on_timer<C: Context>(&mut self, cx: &mut C, token: u32) {
+        let _ = (cx, token);
+    }
+}
+
+/// Declares a type's message map: `Type { kind_pattern => method, ... }`.
+///
+/// Each method has the shape
+/// `fn name(&mut self, cx: &mut impl Context, req: &Request<'_>) -> Result<(), SendError>`.
+/// Patterns are any `u16` patterns (constants, literals, ranges). Kinds below 64 never reach the
+/// map: [`handle_frame`] answers them per the protocol.
+#[macro_export]
+macro_rules! message_map {
+    ($ty:ty { $($kind:pat => $handler:ident),* $(,)? }) => {
+        impl $crate::dispatch::MessageMap for $ty {
+            #[inline]
+            fn dispatch<C: $crate::dispatch::Context>(
+                &mut self,
+                cx: &mut C,
+                req: &$crate::dispatch::Request<'_>,
+            ) -> $crate::dispatch::Dispatched {
+                #[allow(unreachable_patterns)]
+                match req.kind {
+                    $($kind => $crate::dispatch::Dispatched::Handled(self.$handler(cx, req)),)*
+                    _ => $crate::dispatch::Dispatched::Unknown,
+                }
+            }
+        }
+    };
+}
+
+/// What the binding does after a frame was handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Control {
+    /// Keep reading the connection.
+    Continue,
+    /// BYE: send what is owed, ignore further input, close.
+    Bye,
+    /// Output could not be queued; the binding closes the connection as a slow consumer.
+    SendFailed(SendError),
+}
+
+/// Applies `PROTOCOL.md`'s kind rules to one decoded frame on `cx.conn()`.
+///
+/// PING → PONG; PONG consumed; BYE → [`Control::Bye`]; kind 0, reserved kinds (5..64), a client's
+/// ERROR, and application kinds without a handler → ERROR 2 (connection stays open); the rest go
+/// to the service's message map.
+pub fn handle_frame<S: Service, C: Context>(service: &mut S, cx: &mut C, frame: &FrameRef<'_>) -> Control {
+    let header = frame.header;
+    let sent = match header.kind {
+        kind::PING => cx.reply(kind::PONG, header.seq, frame.body),
+        kind::PONG => Ok(()),
+        kind::BYE => return Control::Bye,
+        k if k < kind::FIRST_APPLICATION => {
+            net_debug!("refusing control kind {}", k);
+            cx.reply_error(ErrorCode::UnknownKind, header.seq)
+        }
+        _ => {
+            let req = Request { conn: cx.conn(), kind: header.kind, seq: header.seq, body: frame.body };
+            match service.dispatch(cx, &req) {
+                Dispatched::Handled(result) => result,
+                Dispatched::Unknown => {
+                    net_debug!("no handler for kind {}", header.kind);
+                    cx.reply_error(ErrorCode::UnknownKind, header.seq)
+                }
+            }
+        }
+    };
+    match sent {
+        Ok(()) => Control::Continue,
+        Err(e) => Control::SendFailed(e),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::frame::{Decoder, Header};
+
+    /// A recording context for tests.
+    #[derive(Default)]
+    pub(crate) struct Recorder {
+        pub(crate) sent: Vec<(ConnId, u16, u32, Vec<u8>)>,
+        pub(crate) closed: bool,
+        pub(crate) timers: Vec<(u32, u32)>,
+    }
+
+    impl Context for Recorder {
+        fn conn(&self) -> ConnId {
+            ConnId::new(1, 0)
+        }
+        fn reply(&mut self, kind: u16, seq: u32, body: &[u8]) -> Result<(), SendError> {
+            self.sent.push((self.conn(), kind, seq, body.to_vec()));
+            Ok(())
+        }
+        fn send_to(&mut self, to: ConnId, kind: u16, seq: u32, body: &[u8]) -> Result<(), SendError> {
+            self.sent.push((to, kind, seq, body.to_vec()));
+            Ok(())
+        }
+        fn broadcast(&mut self, kind: u16, seq: u32, body: &[u8]) -> usize {
+            self.sent.push((ConnId::new(u32::MAX, 0), kind, seq, body.to_vec()));
+            1
+        }
+        fn close(&mut self) {
+            self.closed = true;
+        }
+        fn set_timer(&mut self, token: u32, after_ms: u32) -> Result<(), TimerError> {
+            self.timers.push((token, after_ms));
+            Ok(())
+        }
+        fn cancel_timer(&mut self, token: u32) {
+            self.timers.retain(|t| t.0 != token);
+        }
+        fn counters(&self, visit: &mut dyn FnMut(&str, u64)) {
+            visit("connections_open", 3);
+            visit("frames_in", 10);
+        }
+    }
+
+    /// A key-value service declared in a few lines, no hand-written match.
+    #[derive(Default)]
+    struct Kv {
+        value: Vec<u8>,
+    }
+
+    impl Kv {
+        fn put(&mut self, cx: &mut impl Context, req: &Request<'_>) -> Result<(), SendError> {
+            self.value = req.body.to_vec();
+            cx.reply(req.kind, req.seq, b"")
+        }
+        fn get(&mut self, cx: &mut impl Context, req: &Request<'_>) -> Result<(), SendError> {
+            cx.reply(req.kind, req.seq, &self.value)
+        }
+    }
+
+    const PUT: u16 = 100;
+    message_map! {
+        Kv {
+            PUT => put,
+            101 | 102 => get,
+        }
+    }
+    impl Service for Kv {}
+
+    pub(crate) fn frame(kind: u16, seq: u32, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![0; 12 + body.len()];
+        frame::encode(&mut out, kind, seq, body).unwrap();
+        out
+    }
+
+    fn run<S: Service>(svc: &mut S, cx: &mut Recorder, kind: u16, seq: u32, body: &[u8]) -> Control {
+        let bytes = frame(kind, seq, body);
+        let f = Decoder::default().decode(&bytes).unwrap().unwrap();
+        handle_frame(svc, cx, &f)
+    }
+
+    #[test]
+    fn map_dispatches_by_kind() {
+        let (mut kv, mut cx) = (Kv::default(), Recorder::default());
+        assert_eq!(run(&mut kv, &mut cx, PUT, 1, b"v"), Control::Continue);
+        assert_eq!(run(&mut kv, &mut cx, 102, 2, b""), Control::Continue);
+        assert_eq!(cx.sent[1], (ConnId::new(1, 0), 102, 2, b"v".to_vec()));
+    }
+
+    #[test]
+    fn control_rules() {
+        let (mut kv, mut cx) = (Kv::default(), Recorder::default());
+        assert_eq!(run(&mut kv, &mut cx, kind::PING, 7, b"x"), Control::Continue);
+        assert_eq!(cx.sent.pop(), Some((ConnId::new(1, 0), kind::PONG, 7, b"x".to_vec())));
+        assert_eq!(run(&mut kv, &mut cx, kind::PONG, 7, b""), Control::Continue);
+        assert!(cx.sent.is_empty());
+        assert_eq!(run(&mut kv, &mut cx, kind::BYE, 0, b""), Control::Bye);
+        for k in [0, kind::ERROR, 5, 63, 64, 999] {
+            run(&mut kv, &mut cx, k, 5, b"");
+            let (_, sent_kind, seq, body) = cx.sent.pop().unwrap();
+            assert_eq!((sent_kind, seq), (kind::ERROR, 5));
+            assert_eq!(frame::parse_error_body(&body), Some((2, "unknown kind")));
+        }
+        let _ = Header::new(0, 0, 0);
+    }
+}
