@@ -1,0 +1,1 @@
+//! Benchmark peer: the tokio + tokio-util server a Rust user would otherwise write.

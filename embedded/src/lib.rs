@@ -1,0 +1,1 @@
+//! The doorway access server on embassy-net sockets (no_std).

@@ -1,0 +1,1 @@
+//! The doorway access server on Linux epoll threads.
