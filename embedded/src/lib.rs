@@ -1,1 +1,78 @@
-//! The doorway access server on embassy-net sockets (no_std).
+//! doorway-embedded: the doorway access server (`PROTOCOL.md`) on embassy-net TCP sockets.
+//!
+//! `no_std`, no allocation: every byte the server uses is in one [`Storage`] whose capacities are
+//! const generics, so memory use is known at link time. The same core pieces as the Linux server
+//! do the protocol work; this crate only binds them to sockets and to embassy-time.
+//!
+//! ```text
+//! socket bytes ─▶ frame::Decoder ─▶ dispatch::handle_frame ─▶ Service (message map) ─▶ Cx
+//!                                                                          │
+//! socket ◀── write ◀── out::OutBuf (per connection, whole frames) ◀────────┘ reply / broadcast
+//! embassy-time ─▶ idle timeout, write timeout, service timers, linger
+//! ```
+//!
+//! - [`server`]: [`serve`], [`Config`], [`Storage`]; the per-connection session loop, admission
+//!   and refusal (a connection beyond `N` is accepted, sent ERROR 5 and closed).
+//! - [`hub`]: what connections share (output buffers, counters, timers) and [`hub::Cx`], the
+//!   embedded [`Context`](doorway_core::dispatch::Context) handlers see.
+//! - [`out`]: per-connection pending output, whole frames only.
+//!
+//! # Using it in your firmware
+//!
+//! Implement a [`Service`](doorway_core::dispatch::Service) with a message map, give the server a
+//! `Stack` and a `Storage`, and await [`serve`] in a task. The board crates (`boards/`) do exactly
+//! this with the demo service; a custom one looks like this:
+//!
+//! ```no_run
+//! use doorway_core::dispatch::{Context, Request, SendError, Service};
+//! use doorway_core::message_map;
+//! use doorway_embedded::{serve, Config, Storage};
+//!
+//! /// Answers kind 100 with a running count.
+//! struct Counter {
+//!     n: u32,
+//! }
+//!
+//! impl Counter {
+//!     fn bump(&mut self, cx: &mut impl Context, req: &Request<'_>) -> Result<(), SendError> {
+//!         self.n = self.n.wrapping_add(1);
+//!         cx.reply(req.kind, req.seq, &self.n.to_be_bytes())
+//!     }
+//! }
+//!
+//! message_map! {
+//!     Counter {
+//!         100 => bump,
+//!     }
+//! }
+//!
+//! impl Service for Counter {}
+//!
+//! /// 2 connections, max_body 256 (frame buffer 268), 512 B output, 512 B socket buffers.
+//! type MyStorage = Storage<2, 268, 536, 512, 512>;
+//!
+//! // In firmware: `static STORAGE: StaticCell<MyStorage>` or `ConstStaticCell::new(MyStorage::new())`,
+//! // and an embassy task that owns the stack's runner elsewhere.
+//! async fn server_task(stack: embassy_net::Stack<'static>, storage: &'static mut MyStorage) -> ! {
+//!     let config = Config { port: 7200, ..Config::new() };
+//!     serve(stack, storage, Counter { n: 0 }, config).await
+//! }
+//! # fn main() { let _ = server_task; }
+//! ```
+//!
+//! # Logging
+//!
+//! Feature `defmt` logs connection events (TRACE) and anomalies (DEBUG) through defmt and
+//! forwards to doorway-core and embassy-net. Nothing on the per-frame path logs or formats.
+#![cfg_attr(not(test), no_std)]
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
+#[macro_use]
+mod fmt;
+
+pub mod hub;
+pub mod out;
+pub mod server;
+
+pub use server::{serve, Config, DefaultStorage, Storage};

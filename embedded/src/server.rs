@@ -1,0 +1,467 @@
+//! The server loop: one future per socket, all joined in the caller's task.
+//!
+//! ```text
+//! socket i ── accept ─▶ session (read ─▶ Decoder ─▶ handle_frame ─▶ Cx ─▶ OutBuf i ─▶ write)
+//!                        └─ linger (FIN, discard input, bounded) ─▶ abort ─▶ accept again
+//! refuser  ── accept ─▶ ERROR 5 SERVER_FULL ─▶ linger ─▶ accept again
+//! ```
+//!
+//! # Admission and refusal
+//!
+//! `N` connection sockets listen on the port, then one small refuser socket. smoltcp hands a SYN
+//! to the first listening socket in creation order, and the sockets are created in that order
+//! before any future runs, so the refuser only ever takes a connection when all `N` connection
+//! sockets are busy (admitted and not yet closed). It answers ERROR 5 (`seq` 0), shuts down its
+//! sending side, discards input until the client closes or the linger ends, and listens again. A
+//! connection arriving while the refuser itself is busy finds no listener and is reset by the TCP
+//! stack: refused either way, never left hanging.
+//!
+//! # One session
+//!
+//! The session loop keeps the bytes of an unfinished frame in the connection's frame buffer
+//! (`BUF` = `max_body` + 12 bytes, so a frame that fits the limit always fits) and handles every
+//! whole frame in it through [`handle_frame`]. Replies go to the slot's [`OutBuf`](crate::out)
+//! and from there into the socket. Before each frame it checks that the output buffer has `BUF`
+//! bytes free, enough for the largest reply of one request; otherwise it stops reading
+//! (backpressure), and the idle clock stops while `write_timeout` runs (ERROR 6 when it expires).
+//! Then it waits, in one `select`, for input, for the socket to take output, for another
+//! connection to queue output here (broadcast), or for the next deadline (idle timeout, timer,
+//! write timeout). Nothing in the loop allocates or formats.
+
+use core::cell::RefCell;
+use core::convert::Infallible;
+use core::future::{pending, poll_fn};
+use core::task::Poll;
+
+use doorway_core::dispatch::{handle_frame, Context, Control, Service};
+use doorway_core::frame::{self, Decoder, ErrorCode, HEADER_LEN, MAX_ERROR_BODY};
+use embassy_futures::join::{join, join_array};
+use embassy_futures::poll_once;
+use embassy_futures::select::{select, select4, Either, Either4};
+use embassy_net::tcp::{State, TcpSocket};
+use embassy_net::Stack;
+use embassy_time::{with_timeout, Duration, Instant, Timer};
+
+use crate::hub::{Hub, Phase};
+
+/// Runtime settings of the embedded server (capacities are const generics of [`Storage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Config {
+    /// TCP port to listen on.
+    pub port: u16,
+    /// Close a connection that sent no complete frame for this long (ERROR 4).
+    pub idle_timeout: Duration,
+    /// Close a connection whose output stayed above the watermark this long (ERROR 6), and bound
+    /// the flush of what is owed before a close.
+    pub write_timeout: Duration,
+    /// After a close, how long input is discarded while waiting for the client to close.
+    pub linger: Duration,
+}
+
+impl Config {
+    /// The protocol's default port.
+    pub const DEFAULT_PORT: u16 = 7200;
+
+    /// Defaults: port 7200, idle timeout 60 s, write timeout 5 s, linger 1 s.
+    pub const fn new() -> Config {
+        Config {
+            port: Config::DEFAULT_PORT,
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(5),
+            linger: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::new()
+    }
+}
+
+/// Receive and transmit buffers of the refuser socket (it only sends one ERROR frame).
+const REFUSE_RX: usize = 128;
+const REFUSE_TX: usize = 64;
+
+/// The buffers of one connection socket.
+pub struct ConnBuffers<const BUF: usize, const SOCK_RX: usize, const SOCK_TX: usize> {
+    frame: [u8; BUF],
+    sock_rx: [u8; SOCK_RX],
+    sock_tx: [u8; SOCK_TX],
+}
+
+impl<const BUF: usize, const SOCK_RX: usize, const SOCK_TX: usize> ConnBuffers<BUF, SOCK_RX, SOCK_TX> {
+    const NEW: Self = ConnBuffers { frame: [0; BUF], sock_rx: [0; SOCK_RX], sock_tx: [0; SOCK_TX] };
+}
+
+/// All memory the server uses, sized at compile time.
+///
+/// - `N`: connections served at once (one more is refused with ERROR 5).
+/// - `BUF`: frame buffer per connection = `max_body` + 12 (the header). The embedded default
+///   `max_body` is 1,024, so `BUF` = 1,036.
+/// - `OUT`: pending output per connection; at least `BUF` (one largest reply), `2 * BUF` lets a
+///   reply be queued while the previous one drains.
+/// - `SOCK_RX`, `SOCK_TX`: the TCP socket buffers (the receive window and the unacknowledged
+///   output).
+///
+/// Put it in a `static` (its constructor is `const`) so its size shows in the link map.
+pub struct Storage<
+    const N: usize,
+    const BUF: usize,
+    const OUT: usize,
+    const SOCK_RX: usize,
+    const SOCK_TX: usize,
+> {
+    conns: [ConnBuffers<BUF, SOCK_RX, SOCK_TX>; N],
+    refuse_rx: [u8; REFUSE_RX],
+    refuse_tx: [u8; REFUSE_TX],
+    hub: RefCell<Hub<N, OUT>>,
+}
+
+/// The default capacities: 4 connections, `max_body` 1 KiB, 2 KiB output and 1 KiB socket
+/// buffers each (about 21 KiB in all).
+pub type DefaultStorage = Storage<4, 1036, 2072, 1024, 1024>;
+
+impl<const N: usize, const BUF: usize, const OUT: usize, const SOCK_RX: usize, const SOCK_TX: usize>
+    Storage<N, BUF, OUT, SOCK_RX, SOCK_TX>
+{
+    /// Rejects impossible capacities at compile time.
+    const CHECK: () = {
+        assert!(N >= 1, "at least one connection");
+        assert!(BUF > HEADER_LEN, "BUF is max_body + 12 and must exceed the header");
+        assert!(OUT >= BUF, "OUT must hold the largest reply (BUF bytes)");
+        assert!(SOCK_RX > 0 && SOCK_TX > 0, "socket buffers cannot be empty");
+    };
+
+    /// Zeroed storage.
+    #[allow(clippy::let_unit_value)]
+    pub const fn new() -> Self {
+        let () = Self::CHECK;
+        Storage {
+            conns: [const { ConnBuffers::NEW }; N],
+            refuse_rx: [0; REFUSE_RX],
+            refuse_tx: [0; REFUSE_TX],
+            hub: RefCell::new(Hub::NEW),
+        }
+    }
+
+    /// The largest body a request may carry.
+    pub const MAX_BODY: usize = BUF - HEADER_LEN;
+
+    /// A snapshot of the server's counters.
+    pub fn counters(&self) -> crate::hub::Counters {
+        *self.hub.borrow().counters()
+    }
+}
+
+impl<const N: usize, const BUF: usize, const OUT: usize, const SOCK_RX: usize, const SOCK_TX: usize> Default
+    for Storage<N, BUF, OUT, SOCK_RX, SOCK_TX>
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Serves `PROTOCOL.md` with `service` on `stack`, forever.
+///
+/// Waits for the stack's IP configuration, creates `N + 1` TCP sockets in `storage` (see the
+/// module docs on refusal) and runs every connection in the calling task.
+pub async fn serve<
+    S,
+    const N: usize,
+    const BUF: usize,
+    const OUT: usize,
+    const SOCK_RX: usize,
+    const SOCK_TX: usize,
+>(
+    stack: Stack<'_>,
+    storage: &mut Storage<N, BUF, OUT, SOCK_RX, SOCK_TX>,
+    service: S,
+    config: Config,
+) -> !
+where
+    S: Service,
+{
+    stack.wait_config_up().await;
+    let service = RefCell::new(service);
+    let Storage { conns, refuse_rx, refuse_tx, hub } = storage;
+    let hub = &*hub;
+    // Creation order is admission order: connection sockets first, the refuser last.
+    let sockets = conns.each_mut().map(|bufs| {
+        let ConnBuffers { frame, sock_rx, sock_tx } = bufs;
+        (TcpSocket::new(stack, sock_rx, sock_tx), frame)
+    });
+    let refuse_socket = TcpSocket::new(stack, refuse_rx, refuse_tx);
+    let mut index = 0;
+    let conns = sockets.map(|(socket, frame)| {
+        index += 1;
+        connection(socket, frame, index - 1, hub, &service, config)
+    });
+    net_trace!("doorway: serving {} connections on port {}", N, config.port);
+    let (_, never) = join(join_array(conns), refuser(refuse_socket, hub, config)).await;
+    match never {}
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Everything owed was handed to the socket: shut down sending and linger.
+    Linger,
+    /// The peer reset, or a bound expired: abort.
+    Abort,
+}
+
+async fn connection<S: Service, const N: usize, const BUF: usize, const OUT: usize>(
+    mut socket: TcpSocket<'_>,
+    frame: &mut [u8; BUF],
+    index: usize,
+    hub: &RefCell<Hub<N, OUT>>,
+    service: &RefCell<S>,
+    config: Config,
+) -> Infallible {
+    loop {
+        if socket.accept(config.port).await.is_err() {
+            socket.abort();
+            Timer::after_millis(10).await;
+            continue;
+        }
+        socket.set_nagle_enabled(false);
+        let id = hub.borrow_mut().open(index);
+        net_trace!("doorway: conn {} open", index);
+        {
+            let mut hub = hub.borrow_mut();
+            service.borrow_mut().on_open(&mut hub.cx(index, Instant::now()));
+        }
+        let end = session(&mut socket, frame, index, hub, service, config).await;
+        hub.borrow_mut().slots[index].phase = Phase::Closing;
+        if end == End::Linger {
+            linger(&mut socket, &mut frame[..], config).await;
+        }
+        if !matches!(socket.state(), State::Closed | State::TimeWait) {
+            socket.abort();
+            let _ = with_timeout(Duration::from_millis(100), socket.flush()).await;
+        }
+        hub.borrow_mut().close(index);
+        service.borrow_mut().on_close(id);
+        net_trace!("doorway: conn {} closed", index);
+    }
+}
+
+/// Shuts down the sending side, then discards input until the client closes or `linger` ends.
+async fn linger(socket: &mut TcpSocket<'_>, scratch: &mut [u8], config: Config) {
+    socket.close();
+    let deadline = Instant::now() + config.linger;
+    loop {
+        match select(socket.read(scratch), Timer::at(deadline)).await {
+            Either::First(Ok(0)) | Either::First(Err(_)) | Either::Second(()) => break,
+            Either::First(Ok(_)) => {}
+        }
+    }
+    // Our replies and FIN are acknowledged, or the bound ends (then the caller aborts).
+    let _ = with_timeout(config.linger, socket.flush()).await;
+}
+
+/// Serves one admitted connection until it must close.
+async fn session<S: Service, const N: usize, const BUF: usize, const OUT: usize>(
+    socket: &mut TcpSocket<'_>,
+    frame: &mut [u8; BUF],
+    index: usize,
+    hub: &RefCell<Hub<N, OUT>>,
+    service: &RefCell<S>,
+    config: Config,
+) -> End {
+    let decoder = Decoder::new((BUF - HEADER_LEN) as u32);
+    let (mut rd, mut wr) = socket.split();
+    let mut len = 0usize;
+    let mut eof = false;
+    let mut closing = false;
+    let mut closing_deadline = Instant::MAX;
+    let mut idle_deadline = Instant::now() + config.idle_timeout;
+    let mut paused_since: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        let was_closing = closing;
+        {
+            let mut hub = hub.borrow_mut();
+            let mut service = service.borrow_mut();
+            // Another connection's broadcast found our output full: we are a slow consumer.
+            if let Some(code) = hub.slots[index].kill.take() {
+                if !closing {
+                    net_debug!("doorway: conn {} killed", index);
+                    hub.slots[index].out.discard_unsent();
+                    let _ = hub.cx(index, now).reply_error(code, 0);
+                    closing = true;
+                }
+            }
+            // Service timers that are due.
+            for _ in 0..crate::hub::TIMERS {
+                let slot = &mut hub.slots[index];
+                let Some(due) = slot.timers.iter_mut().find(|t| matches!(t, Some((_, at)) if *at <= now))
+                else {
+                    break;
+                };
+                let token = due.map_or(0, |t| t.0);
+                *due = None;
+                if !closing {
+                    service.on_timer(&mut hub.cx(index, now), token);
+                }
+            }
+            closing |= hub.slots[index].close_requested;
+            // Every whole frame, while the output has room for the largest reply.
+            let mut consumed = 0;
+            while !closing && hub.slots[index].out.free() >= BUF {
+                match decoder.decode(&frame[consumed..len]) {
+                    Ok(Some(request)) => {
+                        idle_deadline = now + config.idle_timeout;
+                        consumed += request.wire_len();
+                        hub.counters.frames_in += 1;
+                        hub.counters.bytes_in += request.wire_len() as u64;
+                        let mut cx = hub.cx(index, now);
+                        match handle_frame(&mut *service, &mut cx, &request) {
+                            Control::Continue => {}
+                            Control::Bye => closing = true,
+                            Control::SendFailed(_) => {
+                                net_debug!("doorway: conn {} output full", index);
+                                hub.slots[index].out.discard_unsent();
+                                let _ = hub.cx(index, now).reply_error(ErrorCode::SlowConsumer, 0);
+                                closing = true;
+                            }
+                        }
+                        closing |= hub.slots[index].close_requested;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        net_debug!("doorway: conn {} refused a header", index);
+                        if let Some((code, seq)) = e.to_wire() {
+                            let _ = hub.cx(index, now).reply_error(code, seq);
+                        }
+                        closing = true;
+                    }
+                }
+            }
+            frame.copy_within(consumed..len, 0);
+            len -= consumed;
+            let paused = !closing && hub.slots[index].out.free() < BUF;
+            // Half-close: every whole request is answered; a trailing partial frame is discarded.
+            if eof && !closing && !paused {
+                closing = true;
+            }
+            paused_since = if paused { Some(paused_since.unwrap_or(now)) } else { None };
+            if closing && !was_closing {
+                hub.slots[index].phase = Phase::Closing;
+                closing_deadline = now + config.write_timeout;
+            }
+            // Hand output to the socket until it is empty or the socket is full.
+            let out = &mut hub.slots[index].out;
+            while !out.is_empty() {
+                match poll_once(wr.write(out.as_slice())) {
+                    Poll::Ready(Ok(n)) if n > 0 => out.consume(n),
+                    Poll::Ready(Ok(_)) | Poll::Pending => break,
+                    Poll::Ready(Err(_)) => return End::Abort,
+                }
+            }
+            if closing && out.is_empty() {
+                return End::Linger;
+            }
+        }
+        // The next deadline, and what to do when it passes.
+        let timer = hub.borrow().slots[index].next_timer();
+        let deadline = match (closing, paused_since) {
+            (true, _) => closing_deadline,
+            (false, Some(since)) => since + config.write_timeout,
+            (false, None) => timer.map_or(idle_deadline, |t| t.min(idle_deadline)),
+        };
+        if now >= deadline {
+            if closing {
+                net_debug!("doorway: conn {} flush timed out", index);
+                return End::Abort;
+            }
+            let mut hub = hub.borrow_mut();
+            if paused_since.is_some() {
+                hub.slots[index].kill.get_or_insert(ErrorCode::SlowConsumer);
+            } else if now >= idle_deadline {
+                net_debug!("doorway: conn {} idle", index);
+                let _ = hub.cx(index, now).reply_error(ErrorCode::IdleTimeout, 0);
+                hub.slots[index].close_requested = true;
+                // Reuse the close path: the next turn sees `close_requested` below.
+            }
+            if hub.slots[index].close_requested && !closing {
+                closing = true;
+                hub.slots[index].phase = Phase::Closing;
+                closing_deadline = now + config.write_timeout;
+            }
+            continue;
+        }
+        let pending_out = !hub.borrow().slots[index].out.is_empty();
+        let can_read = !closing && !eof && paused_since.is_none() && len < BUF;
+        let read = async {
+            if can_read {
+                rd.read(&mut frame[len..]).await
+            } else {
+                pending().await
+            }
+        };
+        let writable = async {
+            if pending_out {
+                wr.wait_write_ready().await
+            } else {
+                pending().await
+            }
+        };
+        let notified = poll_fn(|cx| {
+            let mut hub = hub.borrow_mut();
+            let slot = &hub.slots[index];
+            if slot.kill.is_some() || (!pending_out && !slot.out.is_empty()) {
+                Poll::Ready(())
+            } else {
+                hub.register(index, cx.waker());
+                Poll::Pending
+            }
+        });
+        match select4(read, writable, notified, Timer::at(deadline)).await {
+            Either4::First(Ok(0)) => eof = true,
+            Either4::First(Ok(n)) => len += n,
+            Either4::First(Err(_)) => return End::Abort,
+            Either4::Second(()) | Either4::Third(()) | Either4::Fourth(()) => {}
+        }
+    }
+}
+
+/// Takes connections only when every connection socket is busy, and refuses them (ERROR 5).
+async fn refuser<const N: usize, const OUT: usize>(
+    mut socket: TcpSocket<'_>,
+    hub: &RefCell<Hub<N, OUT>>,
+    config: Config,
+) -> Infallible {
+    let mut error = [0u8; HEADER_LEN + MAX_ERROR_BODY];
+    let n = frame::encode_error(&mut error, ErrorCode::ServerFull, 0).unwrap_or(0);
+    let mut scratch = [0u8; 64];
+    loop {
+        if socket.accept(config.port).await.is_err() {
+            socket.abort();
+            Timer::after_millis(10).await;
+            continue;
+        }
+        net_debug!("doorway: server full, refusing");
+        {
+            let counters = &mut hub.borrow_mut().counters;
+            counters.connections_refused += 1;
+            counters.errors_sent[ErrorCode::ServerFull as usize - 1] += 1;
+            counters.frames_out += 1;
+            counters.bytes_out += n as u64;
+        }
+        let mut sent = 0;
+        while sent < n {
+            match with_timeout(config.write_timeout, socket.write(&error[sent..n])).await {
+                Ok(Ok(k)) if k > 0 => sent += k,
+                _ => break,
+            }
+        }
+        linger(&mut socket, &mut scratch, config).await;
+        if !matches!(socket.state(), State::Closed | State::TimeWait) {
+            socket.abort();
+            let _ = with_timeout(Duration::from_millis(100), socket.flush()).await;
+        }
+    }
+}
