@@ -1,1 +1,23 @@
 //! A blocking PROTOCOL.md client and the protocol conformance suite shared by every server target.
+//!
+//! - [`client`]: a blocking client (frames whole, split or pipelined; raw bytes; reads with
+//!   deadlines; EOF versus reset), decoding through `doorway_core::frame`, the project's one codec.
+//! - [`suite`]: THE conformance suite, `run_suite(&Target) -> Report`, the executable definition of
+//!   `PROTOCOL.md` that the Linux server (from `linux/tests/`) and the embedded firmware (in QEMU,
+//!   through the `doorway-conformance` binary) must both pass.
+//! - [`process`]: a harness that runs the Linux `doorway` binary as a child process (startup line,
+//!   SIGTERM, exit status, `/proc` memory and fd counts) and raises `RLIMIT_NOFILE`.
+//! - [`json`]: a strict reader for STATS bodies; [`rng`]: a seeded generator for reproducible input.
+//!
+//! This crate is for tests and tools on a host with `std`; it never runs inside a server.
+#![deny(missing_docs)]
+
+pub mod client;
+pub mod json;
+pub mod process;
+pub mod rng;
+pub mod suite;
+
+pub use client::{Client, CloseKind, Frame, RecvError};
+pub use process::{raise_nofile_limit, ServerProcess};
+pub use suite::{run_suite, Report, Target};
