@@ -1,0 +1,291 @@
+//! What a run measured: per-worker [`Stats`] merged into one [`Report`], printed for people and
+//! as one flat JSON line for machines (`cargo xtask bench` parses it).
+//!
+//! Messages and latencies count only replies that arrive inside the measured window; errors count
+//! over the whole run. Server figures come from `/proc/PID/stat` (utime + stime, all threads) and
+//! `/proc/PID/status` (VmRSS) sampled at the window's edges.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use crate::args::{Config, Mode};
+use crate::sys;
+
+/// Errors by kind. Any non-zero count makes the run fail (exit status 1).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Errors {
+    /// A connect failed or timed out.
+    pub connect: u64,
+    /// A read or write failed (reset, refused, ...).
+    pub io: u64,
+    /// The server closed a connection that still owed replies.
+    pub closed: u64,
+    /// A reply with the wrong kind, seq, length or body.
+    pub mismatch: u64,
+    /// A request still unanswered when the run's time bound ran out.
+    pub timeout: u64,
+    /// ERROR frames received, by code (index 0: unknown codes).
+    pub error_frames: [u64; 8],
+}
+
+impl Errors {
+    /// All errors together.
+    pub fn total(&self) -> u64 {
+        self.connect
+            + self.io
+            + self.closed
+            + self.mismatch
+            + self.timeout
+            + self.error_frames.iter().sum::<u64>()
+    }
+
+    /// Adds another worker's counts.
+    pub fn add(&mut self, other: &Errors) {
+        self.connect += other.connect;
+        self.io += other.io;
+        self.closed += other.closed;
+        self.mismatch += other.mismatch;
+        self.timeout += other.timeout;
+        for (a, b) in self.error_frames.iter_mut().zip(other.error_frames) {
+            *a += b;
+        }
+    }
+
+    /// Counts an ERROR frame by its code.
+    pub fn error_frame(&mut self, code: u16) {
+        let slot = if (1..=7).contains(&code) { code as usize } else { 0 };
+        self.error_frames[slot] += 1;
+    }
+}
+
+/// One worker's measurements.
+pub struct Stats {
+    /// Replies verified inside the measured window.
+    pub messages: u64,
+    /// Replies verified over the whole run.
+    pub total: u64,
+    /// Round-trip latency in nanoseconds, inside the window.
+    pub latency: Histogram<u64>,
+    /// Errors by kind.
+    pub errors: Errors,
+}
+
+impl Stats {
+    /// Empty statistics (latency from 1 ns to 100 s, 3 significant digits).
+    pub fn new() -> Stats {
+        let latency =
+            Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("static histogram bounds are valid");
+        Stats { messages: 0, total: 0, latency, errors: Errors::default() }
+    }
+
+    /// Adds another worker's measurements.
+    pub fn add(&mut self, other: &Stats) {
+        self.messages += other.messages;
+        self.total += other.total;
+        // Same bounds on both sides, so adding cannot fail.
+        let _ = self.latency.add(&other.latency);
+        self.errors.add(&other.errors);
+    }
+}
+
+/// A server's CPU time and RSS at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerSample {
+    /// utime + stime of all its threads, in nanoseconds.
+    pub cpu_ns: u64,
+    /// Resident set size in KiB.
+    pub rss_kib: u64,
+}
+
+impl ServerSample {
+    /// Reads `/proc/PID/stat` and `/proc/PID/status`; None if the process is gone.
+    pub fn read(pid: u32) -> Option<ServerSample> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name may hold spaces and parentheses: fields start after the last ')'.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // After the name: state is field 3, so utime (14) and stime (15) are at 11 and 12.
+        let utime: u64 = fields.get(11)?.parse().ok()?;
+        let stime: u64 = fields.get(12)?.parse().ok()?;
+        let ticks = sys::clock_ticks_per_second();
+        let cpu_ns = (utime + stime).saturating_mul(1_000_000_000) / ticks;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let rss_kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        Some(ServerSample { cpu_ns, rss_kib })
+    }
+}
+
+/// A finished run.
+pub struct Report {
+    /// The configuration it ran.
+    pub config: Config,
+    /// Merged measurements.
+    pub stats: Stats,
+    /// Length of the measured window.
+    pub window: Duration,
+    /// Idle connections that were open and answered their echo.
+    pub idle_open: usize,
+    /// Server CPU time spent inside the window, if a PID was given and could be read.
+    pub server_cpu_ns: Option<u64>,
+    /// Server RSS at the end of the window.
+    pub server_rss_kib: Option<u64>,
+}
+
+impl Report {
+    /// Verified replies per second inside the window.
+    pub fn rate(&self) -> f64 {
+        self.stats.messages as f64 / self.window.as_secs_f64().max(1e-9)
+    }
+
+    /// Body megabytes (10^6) per second in each direction.
+    pub fn mb_per_s(&self) -> f64 {
+        self.rate() * self.config.body_size as f64 / 1e6
+    }
+
+    /// Server CPU nanoseconds per verified message in the window.
+    pub fn cpu_per_msg_ns(&self) -> Option<f64> {
+        let cpu = self.server_cpu_ns?;
+        (self.stats.messages > 0).then(|| cpu as f64 / self.stats.messages as f64)
+    }
+
+    fn quantile(&self, q: f64) -> u64 {
+        if self.stats.latency.is_empty() {
+            0
+        } else {
+            self.stats.latency.value_at_quantile(q)
+        }
+    }
+
+    /// The human report.
+    pub fn human(&self) -> String {
+        let c = &self.config;
+        let mut s = String::new();
+        let mode = match c.mode {
+            Mode::Load => format!("load connections={} in_flight={}", c.connections, c.in_flight),
+            Mode::ConnectRate => format!("connect-rate loops={}", c.connections),
+        };
+        let unit = if c.mode == Mode::ConnectRate { "conns/s" } else { "msgs/s" };
+        let _ = writeln!(
+            s,
+            "doorway-bench {} {mode} body={} idle={} threads={} window={:.2}s",
+            c.addr,
+            c.body_size,
+            c.idle,
+            c.threads,
+            self.window.as_secs_f64()
+        );
+        let _ = writeln!(
+            s,
+            "  messages  {} in window, {} in all: {:.0} {unit}, {:.1} MB/s each way",
+            self.stats.messages,
+            self.stats.total,
+            self.rate(),
+            self.mb_per_s()
+        );
+        let _ = writeln!(
+            s,
+            "  latency   p50 {}  p99 {}  p999 {}  max {}",
+            show_ns(self.quantile(0.5)),
+            show_ns(self.quantile(0.99)),
+            show_ns(self.quantile(0.999)),
+            show_ns(self.stats.latency.max())
+        );
+        let e = &self.stats.errors;
+        if e.total() == 0 {
+            let _ = writeln!(s, "  errors    none");
+        } else {
+            let _ = write!(
+                s,
+                "  errors    {} (connect {}, io {}, closed {}, mismatch {}, timeout {}",
+                e.total(),
+                e.connect,
+                e.io,
+                e.closed,
+                e.mismatch,
+                e.timeout
+            );
+            for (code, n) in e.error_frames.iter().enumerate().filter(|(_, n)| **n > 0) {
+                let _ = write!(s, ", ERROR {code}: {n}");
+            }
+            let _ = writeln!(s, ")");
+        }
+        if c.idle > 0 {
+            let _ = writeln!(s, "  idle      {} of {} open and answered", self.idle_open, c.idle);
+        }
+        if let Some(cpu) = self.server_cpu_ns {
+            let per = self.cpu_per_msg_ns().map(|ns| format!("{ns:.0} ns/msg")).unwrap_or_default();
+            let rss = self.server_rss_kib.unwrap_or(0);
+            let _ = writeln!(s, "  server    cpu {:.3} s in window ({per}), rss {rss} KiB", cpu as f64 / 1e9);
+        }
+        s
+    }
+
+    /// One flat JSON object on one line; every value is a number except `mode`.
+    pub fn json(&self) -> String {
+        let c = &self.config;
+        let e = &self.stats.errors;
+        let mode = match c.mode {
+            Mode::Load => "load",
+            Mode::ConnectRate => "connect-rate",
+        };
+        let mut s = format!(
+            "{{\"mode\":\"{mode}\",\"connections\":{},\"in_flight\":{},\"body_size\":{},\"threads\":{},\
+             \"idle\":{},\"idle_open\":{},\"window_s\":{:.6},\"messages\":{},\"total\":{},\
+             \"msgs_per_s\":{:.1},\"mb_per_s\":{:.3},\"p50_ns\":{},\"p99_ns\":{},\"p999_ns\":{},\
+             \"max_ns\":{},\"mean_ns\":{:.1},\"errors\":{},\"err_connect\":{},\"err_io\":{},\
+             \"err_closed\":{},\"err_mismatch\":{},\"err_timeout\":{}",
+            c.connections,
+            c.in_flight,
+            c.body_size,
+            c.threads,
+            c.idle,
+            self.idle_open,
+            self.window.as_secs_f64(),
+            self.stats.messages,
+            self.stats.total,
+            self.rate(),
+            self.mb_per_s(),
+            self.quantile(0.5),
+            self.quantile(0.99),
+            self.quantile(0.999),
+            self.stats.latency.max(),
+            if self.stats.latency.is_empty() { 0.0 } else { self.stats.latency.mean() },
+            e.total(),
+            e.connect,
+            e.io,
+            e.closed,
+            e.mismatch,
+            e.timeout,
+        );
+        for (code, n) in e.error_frames.iter().enumerate() {
+            let _ = write!(s, ",\"err_frame_{code}\":{n}");
+        }
+        if let Some(cpu) = self.server_cpu_ns {
+            let _ = write!(s, ",\"server_cpu_ns\":{cpu}");
+        }
+        if let Some(per) = self.cpu_per_msg_ns() {
+            let _ = write!(s, ",\"server_cpu_ns_per_msg\":{per:.1}");
+        }
+        if let Some(rss) = self.server_rss_kib {
+            let _ = write!(s, ",\"server_rss_kib\":{rss}");
+        }
+        s.push('}');
+        s
+    }
+}
+
+/// Nanoseconds in the most readable unit.
+pub fn show_ns(ns: u64) -> String {
+    match ns {
+        0..=9_999 => format!("{ns}ns"),
+        10_000..=9_999_999 => format!("{:.1}us", ns as f64 / 1e3),
+        _ => format!("{:.2}ms", ns as f64 / 1e6),
+    }
+}
