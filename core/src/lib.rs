@@ -16,7 +16,21 @@
 //!   implements, and [`dispatch::handle_frame`], the protocol's control rules in one place.
 //! - [`demo`]: the demo service (ECHO, BROADCAST, STATS) both servers run by default.
 //! - [`slab`]: connection storage with generation-tagged [`slab::ConnId`]s.
-//! - [`queue`], [`door`], [`wheel`], [`pool`]: fixed-capacity machinery for the threads.
+//! - [`queue`]: fixed-capacity queues, [`queue::spsc`] (a ring for one producer and one consumer)
+//!   and [`queue::mpsc`] (the ready queue, many producers). Full is an answer, never a panic.
+//! - [`door`]: per-connection atomic flags; the first opener enqueues, so a connection sits in a
+//!   ready queue at most once and a queue sized to the connections never overflows.
+//! - [`wheel`]: a hierarchical timing wheel: O(1) insert, cancel and per-tick expiry, ticks passed
+//!   in, generation-tagged [`wheel::TimerId`]s.
+//! - [`pool`]: a fixed-block buffer pool for connection buffers.
+//! - [`time`]: [`time::Instant`] and [`time::Duration`] in ticks; the core reads no clock.
+//!
+//! Targets without compare-and-swap (`thumbv6m-none-eabi`) get everything except [`door`] and
+//! [`queue::mpsc`], which need it (`cfg(target_has_atomic = "32")`).
+//!
+//! `unsafe` is denied crate-wide and allowed only in [`queue`], whose slots hand values between
+//! threads. Atomics come from a private `sync` shim that maps to loom's under `cfg(loom)`, so the
+//! queues and doors are model-checked (`core/tests/loom_*.rs`).
 //!
 //! Storage is never allocated here: it is inline (const generics) or handed in by the caller.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
@@ -31,6 +45,13 @@ mod fmt;
 
 pub mod demo;
 pub mod dispatch;
+#[cfg(target_has_atomic = "32")]
+pub mod door;
 pub mod frame;
 pub mod json;
+pub mod pool;
+pub mod queue;
 pub mod slab;
+mod sync;
+pub mod time;
+pub mod wheel;
