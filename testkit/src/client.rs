@@ -215,6 +215,28 @@ impl Client {
         self.stream.write_all(&bytes[start..])
     }
 
+    /// Sets `SO_RCVBUF` (the kernel doubles it), e.g. to make a non-reading client fill up fast.
+    pub fn set_recv_buffer(&self, bytes: usize) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let value = libc::c_int::try_from(bytes).map_err(io::Error::other)?;
+        // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a valid `c_int` on our own open
+        // socket; the fd stays open for the call because `self.stream` is borrowed.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
     /// Shuts down the sending side (half-close).
     pub fn shutdown_write(&self) -> io::Result<()> {
         self.stream.shutdown(Shutdown::Write)
