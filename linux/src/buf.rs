@@ -1,0 +1,406 @@
+//! Connection buffers from fixed-size pooled blocks: an idle connection holds none.
+//!
+//! - [`Pool`]: free blocks of [`BLOCK`] bytes behind a spin lock, one pool for input blocks
+//!   (kept at full length, zeroed once at birth, so a read never re-initialises memory) and one
+//!   for output blocks (kept empty, filled by appends). Taking and returning a block happens per
+//!   connection per batch, never per message. The pool retains at most `max_free` blocks.
+//! - [`InBuf`]: the receive buffer. Bytes `[start, cut)` are whole frames already validated by the
+//!   receive role, `[cut, end)` an incomplete frame. A frame larger than a block gets a dedicated
+//!   buffer of its exact size (at most `max_body + 12`), which is freed, not pooled, when empty.
+//! - [`OutBuf`]: pending output as a queue of blocks. A frame never straddles two blocks, so every
+//!   block starts on a frame boundary; that is what lets a slow consumer's output be discarded while
+//!   completing the one frame already partly written.
+
+use std::collections::VecDeque;
+
+use crate::codec::{self, HEADER_LEN};
+use crate::sync::Lock;
+
+/// Size of a pooled block.
+pub const BLOCK: usize = 16 * 1024;
+
+/// A pool of free blocks.
+pub struct Pool {
+    free: Lock<Vec<Vec<u8>>>,
+    max_free: usize,
+    zeroed: bool,
+}
+
+impl Pool {
+    /// A pool of input blocks (full length) or output blocks (empty), keeping up to `max_free`.
+    pub fn new(zeroed: bool, max_free: usize) -> Pool {
+        Pool { free: Lock::new(Vec::new()), max_free, zeroed }
+    }
+
+    /// A block: `BLOCK` zero-or-stale bytes long if zeroed, else empty with `BLOCK` capacity.
+    #[inline]
+    pub fn get(&self) -> Vec<u8> {
+        if let Some(b) = self.free.lock().pop() {
+            return b;
+        }
+        if self.zeroed {
+            vec![0; BLOCK]
+        } else {
+            Vec::with_capacity(BLOCK)
+        }
+    }
+
+    /// Returns a block; blocks of another size (dedicated large buffers) are freed.
+    #[inline]
+    pub fn put(&self, mut b: Vec<u8>) {
+        if b.capacity() != BLOCK {
+            return;
+        }
+        if !self.zeroed {
+            b.clear();
+        }
+        let mut free = self.free.lock();
+        if free.len() < self.max_free {
+            free.push(b);
+        }
+    }
+
+    /// Blocks currently free.
+    pub fn free_blocks(&self) -> usize {
+        self.free.lock().len()
+    }
+}
+
+/// The receive buffer of one connection.
+#[derive(Default)]
+pub struct InBuf {
+    buf: Option<Vec<u8>>,
+    start: usize,
+    cut: usize,
+    end: usize,
+    /// Bytes the incomplete frame at `cut` needs in total (0: unknown yet).
+    need: usize,
+}
+
+impl InBuf {
+    /// Room to read into, taking a block or growing for a large frame; `None` when the buffer is
+    /// full of whole frames (deal must consume first).
+    pub fn space(&mut self, pool: &Pool) -> Option<&mut [u8]> {
+        let buf = self.buf.get_or_insert_with(|| pool.get());
+        if self.start == self.end {
+            self.start = 0;
+            self.cut = 0;
+            self.end = 0;
+        }
+        if self.end == buf.len() {
+            if self.start > 0 {
+                buf.copy_within(self.start..self.end, 0);
+                self.cut -= self.start;
+                self.end -= self.start;
+                self.start = 0;
+            } else if self.cut == 0 && self.need > buf.len() {
+                // One frame larger than the buffer: move it to a dedicated buffer of its size.
+                let mut big = vec![0; self.need];
+                big[..self.end].copy_from_slice(&buf[..self.end]);
+                pool.put(std::mem::replace(buf, big));
+            }
+        }
+        if self.end == buf.len() {
+            return None;
+        }
+        Some(&mut buf[self.end..])
+    }
+
+    /// Records `n` bytes read into the space, then cuts whole frames; returns how many were cut,
+    /// and the refusal if a header was refused (cutting stops there).
+    pub fn filled(
+        &mut self,
+        n: usize,
+        decoder: &doorway_core::frame::Decoder,
+    ) -> (u64, Option<codec::Refusal>) {
+        self.end += n;
+        let Some(buf) = &self.buf else { return (0, None) };
+        let mut frames = 0;
+        while self.cut < self.end {
+            match codec::cut(decoder, &buf[self.cut..self.end]) {
+                codec::Cut::Frame(len) => {
+                    self.cut += len;
+                    frames += 1;
+                    self.need = 0;
+                }
+                codec::Cut::Need(len) => {
+                    self.need = len;
+                    break;
+                }
+                codec::Cut::Refused(r) => return (frames, Some(r)),
+            }
+        }
+        (frames, None)
+    }
+
+    /// The whole frames not yet dealt.
+    #[inline]
+    pub fn frames(&self) -> &[u8] {
+        match &self.buf {
+            Some(b) => &b[self.start..self.cut],
+            None => &[],
+        }
+    }
+
+    /// Marks `n` bytes of whole frames as dealt.
+    #[inline]
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.cut);
+    }
+
+    /// Whether whole frames wait for deal.
+    #[inline]
+    pub fn has_frames(&self) -> bool {
+        self.start < self.cut
+    }
+
+    /// Drops the trailing partial frame and anything after a refused header.
+    pub fn discard_partial(&mut self) {
+        self.end = self.cut;
+        self.need = 0;
+    }
+
+    /// Drops everything.
+    pub fn clear(&mut self) {
+        self.start = 0;
+        self.cut = 0;
+        self.end = 0;
+        self.need = 0;
+    }
+
+    /// Returns the buffer to the pool if it holds no bytes.
+    #[inline]
+    pub fn release_if_empty(&mut self, pool: &Pool) {
+        if self.start == self.end {
+            if let Some(b) = self.buf.take() {
+                pool.put(b);
+            }
+            self.clear();
+        }
+    }
+
+    /// Returns the buffer whatever it holds.
+    pub fn release(&mut self, pool: &Pool) {
+        if let Some(b) = self.buf.take() {
+            pool.put(b);
+        }
+        self.clear();
+    }
+
+    /// Whether a buffer is held.
+    pub fn holds_buffer(&self) -> bool {
+        self.buf.is_some()
+    }
+}
+
+/// Pending output of one connection.
+#[derive(Default)]
+pub struct OutBuf {
+    blocks: VecDeque<Vec<u8>>,
+    /// Bytes of the front block already written.
+    head: usize,
+    /// Bytes not yet written.
+    len: usize,
+}
+
+impl OutBuf {
+    /// Bytes not yet written.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is pending.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends one frame (header then body), taking blocks from `pool` as needed.
+    #[inline]
+    pub fn push_frame(&mut self, pool: &Pool, kind: u16, seq: u32, body: &[u8]) -> usize {
+        let total = HEADER_LEN + body.len();
+        let fits = matches!(self.blocks.back(), Some(b) if b.capacity() == BLOCK && BLOCK - b.len() >= total);
+        if !fits {
+            let b = if total <= BLOCK { pool.get() } else { Vec::with_capacity(total) };
+            self.blocks.push_back(b);
+        }
+        if let Some(b) = self.blocks.back_mut() {
+            b.extend_from_slice(&codec::header(kind, seq, body.len() as u32));
+            b.extend_from_slice(body);
+        }
+        self.len += total;
+        total
+    }
+
+    /// Appends pre-encoded frames (whole frames only).
+    pub fn push_encoded(&mut self, pool: &Pool, frames: &[u8]) {
+        let fits =
+            matches!(self.blocks.back(), Some(b) if b.capacity() == BLOCK && BLOCK - b.len() >= frames.len());
+        if !fits {
+            let b = if frames.len() <= BLOCK { pool.get() } else { Vec::with_capacity(frames.len()) };
+            self.blocks.push_back(b);
+        }
+        if let Some(b) = self.blocks.back_mut() {
+            b.extend_from_slice(frames);
+        }
+        self.len += frames.len();
+    }
+
+    /// Fills `iov` with the pending bytes in order; returns how many slices were set.
+    #[inline]
+    pub fn slices<'a>(&'a self, iov: &mut [&'a [u8]]) -> usize {
+        let mut n = 0;
+        for (i, b) in self.blocks.iter().enumerate() {
+            if n == iov.len() {
+                break;
+            }
+            let from = if i == 0 { self.head } else { 0 };
+            if from < b.len() {
+                iov[n] = &b[from..];
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Marks `n` bytes written, returning emptied blocks to `pool`.
+    #[inline]
+    pub fn consume(&mut self, mut n: usize, pool: &Pool) {
+        self.len -= n.min(self.len);
+        while n > 0 {
+            let Some(front) = self.blocks.front() else { break };
+            let left = front.len() - self.head;
+            if n >= left {
+                n -= left;
+                self.head = 0;
+                if let Some(b) = self.blocks.pop_front() {
+                    pool.put(b);
+                }
+            } else {
+                self.head += n;
+                n = 0;
+            }
+        }
+        if self.len == 0 {
+            while let Some(b) = self.blocks.pop_front() {
+                pool.put(b);
+            }
+            self.head = 0;
+        }
+    }
+
+    /// Discards everything not yet started; a frame partly written is kept so it can be completed.
+    /// Returns the bytes discarded.
+    pub fn discard_unsent(&mut self, pool: &Pool) -> usize {
+        let before = self.len;
+        let keep_to = match self.blocks.front() {
+            Some(front) if self.head > 0 => {
+                // Walk the front block's frames to the one containing `head`.
+                let mut pos = 0;
+                while pos < self.head {
+                    match codec::frame_len(&front[pos..]) {
+                        Some(len) => pos += len,
+                        None => break,
+                    }
+                }
+                Some(pos.min(front.len()))
+            }
+            _ => None,
+        };
+        while self.blocks.len() > 1 {
+            if let Some(b) = self.blocks.pop_back() {
+                pool.put(b);
+            }
+        }
+        match keep_to {
+            Some(end) if end > self.head => {
+                if let Some(front) = self.blocks.front_mut() {
+                    front.truncate(end);
+                }
+                self.len = end - self.head;
+            }
+            _ => {
+                if let Some(b) = self.blocks.pop_front() {
+                    pool.put(b);
+                }
+                self.head = 0;
+                self.len = 0;
+            }
+        }
+        before - self.len
+    }
+
+    /// Returns every block to `pool`.
+    pub fn release(&mut self, pool: &Pool) {
+        while let Some(b) = self.blocks.pop_front() {
+            pool.put(b);
+        }
+        self.head = 0;
+        self.len = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use doorway_core::frame::Decoder;
+
+    #[test]
+    fn inbuf_cuts_split_frames_and_releases() {
+        let pool = Pool::new(true, 4);
+        let mut frame = [0u8; 20];
+        let n = codec::emit(&mut frame, 64, 7, b"12345678").unwrap();
+        let d = Decoder::default();
+        let mut ib = InBuf::default();
+        for byte in &frame[..n] {
+            let space = ib.space(&pool).unwrap();
+            space[0] = *byte;
+            ib.filled(1, &d);
+        }
+        assert_eq!(ib.frames().len(), n);
+        ib.consume(n);
+        ib.release_if_empty(&pool);
+        assert!(!ib.holds_buffer());
+        assert_eq!(pool.free_blocks(), 1);
+    }
+
+    #[test]
+    fn inbuf_grows_for_a_large_frame() {
+        let pool = Pool::new(true, 4);
+        let body = vec![7u8; BLOCK * 2];
+        let mut frame = vec![0u8; HEADER_LEN + body.len()];
+        codec::emit(&mut frame, 64, 1, &body).unwrap();
+        let d = Decoder::new(1 << 20);
+        let mut ib = InBuf::default();
+        let mut off = 0;
+        while off < frame.len() {
+            let space = ib.space(&pool).expect("room");
+            let k = space.len().min(frame.len() - off);
+            space[..k].copy_from_slice(&frame[off..off + k]);
+            off += k;
+            ib.filled(k, &d);
+        }
+        assert_eq!(ib.frames(), &frame[..]);
+    }
+
+    #[test]
+    fn outbuf_discard_completes_the_partial_frame() {
+        let pool = Pool::new(false, 4);
+        let mut ob = OutBuf::default();
+        for seq in 0..3 {
+            ob.push_frame(&pool, 64, seq, &[1; 10]);
+        }
+        assert_eq!(ob.len(), 66);
+        ob.consume(5, &pool);
+        assert_eq!(ob.discard_unsent(&pool), 44);
+        assert_eq!(ob.len(), 17);
+        let mut iov: [&[u8]; 4] = [&[]; 4];
+        assert_eq!(ob.slices(&mut iov), 1);
+        assert_eq!(iov[0].len(), 17);
+        ob.consume(17, &pool);
+        assert!(ob.is_empty());
+        ob.push_frame(&pool, 64, 0, &[]);
+        assert_eq!(ob.discard_unsent(&pool), 12);
+    }
+}

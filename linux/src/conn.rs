@@ -1,0 +1,468 @@
+//! One connection's state and the role steps that act on it, under the connection's lock.
+//!
+//! The state does not care whether the socket was accepted or dialled: it is a descriptor, buffers
+//! and a [`Phase`]. Each role has one step here: [`Conn::receive`] (read and cut frames),
+//! [`Conn::send`] (one gathered write of everything pending), [`Conn::check`] (the timer
+//! evaluation of idle, write and linger deadlines). The deal step lives in `shard.rs` because it
+//! runs the service. A step returns a [`Sched`]: which roles must look at the connection next.
+//!
+//! # Lifecycle
+//!
+//! ```text
+//! Open ──ERROR/BYE/EOF/close()──▶ Closing ──output flushed, SHUT_WR──▶ Lingering ──FIN/linger──▶ Dead
+//!   │                              │ (peer already sent FIN) ────────────────────────────────▶ Dead
+//!   └──── socket error, reset, deadline ──────────────────────────────────────────────────────▶ Dead
+//! ```
+//!
+//! - Open: requests are read and answered. Reading pauses while pending output is above the high
+//!   watermark and resumes below the low one; the idle clock stops while paused.
+//! - Closing: no request is read any more (input is discarded); what is owed is flushed.
+//! - Lingering: the sending side is shut down; input is discarded until the peer's FIN or the
+//!   linger deadline, so no reset destroys replies the peer has not read.
+//! - Dead: the descriptor is closed; the deal role runs `on_close` and frees the slot.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use doorway_core::frame::{Decoder, ErrorCode};
+use doorway_core::slab::ConnId;
+
+use crate::buf::{InBuf, OutBuf, Pool};
+use crate::codec::{self, Refusal};
+use crate::stats::{Counter, Counters};
+use crate::sync::{door, Doors};
+use crate::sys::{self, socket};
+
+/// Roles a step asks to run next on the connection (bit set).
+pub type Sched = u8;
+/// Run the receive role.
+pub const READ: Sched = 1;
+/// Run the deal role.
+pub const DEAL: Sched = 2;
+/// Run the send role.
+pub const SEND: Sched = 4;
+
+/// Tick length of the timing wheel in milliseconds.
+pub const TICK_MS: u64 = 10;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading and answering requests.
+    Open,
+    /// Flushing what is owed; input discarded.
+    Closing,
+    /// Sending side shut down; waiting for the peer's FIN.
+    Lingering,
+    /// Descriptor closed; waiting for the deal role to free the slot.
+    Dead,
+}
+
+/// Settings every step needs, derived once from the config.
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// Header checks and the body limit.
+    pub decoder: Decoder,
+    /// Pending output above which reading pauses.
+    pub high: usize,
+    /// Pending output below which reading resumes.
+    pub low: usize,
+    /// Pending output beyond which nothing more is queued (the connection is a slow consumer).
+    pub hard_cap: usize,
+    /// Idle timeout.
+    pub idle_ms: u64,
+    /// Write timeout.
+    pub write_ms: u64,
+    /// Linger after the server's close.
+    pub linger_ms: u64,
+}
+
+/// What a step may touch besides the connection.
+pub struct Io<'a> {
+    /// Settings.
+    pub p: &'a Params,
+    /// Input blocks.
+    pub in_pool: &'a Pool,
+    /// Output blocks.
+    pub out_pool: &'a Pool,
+    /// This thread's counters.
+    pub c: &'a Counters,
+    /// Milliseconds since the server started.
+    pub now: u64,
+    /// The server is draining (SIGTERM).
+    pub stopping: bool,
+    /// While stopping: the time by which every connection must be gone.
+    pub drain_deadline: u64,
+}
+
+/// A connection: its receive buffer and everything else (split so a handler can borrow the state
+/// mutably while the request body is borrowed from the buffer).
+pub struct Conn {
+    /// Received bytes.
+    pub inb: InBuf,
+    /// Everything else.
+    pub st: ConnState,
+}
+
+/// A connection's state apart from its receive buffer.
+pub struct ConnState {
+    /// The id handlers see (shard bits included).
+    pub id: ConnId,
+    fd: Option<OwnedFd>,
+    /// Life phase.
+    pub phase: Phase,
+    /// Counts toward `max_connections` (false for a refused connection).
+    pub admitted: bool,
+    /// `on_open` ran (so `on_close` must run).
+    pub opened: bool,
+    /// A refused header waits behind the frames before it.
+    pub refusal: Option<Refusal>,
+    /// The peer shut down its sending side.
+    pub peer_eof: bool,
+    /// Reading stopped before the socket was drained (buffer full of whole frames).
+    pub more_input: bool,
+    /// Reading paused by backpressure.
+    pub paused: bool,
+    /// While stopping: the socket was read until it had nothing more.
+    pub stop_read_done: bool,
+    /// Pending output.
+    pub out: OutBuf,
+    /// When the last whole frame arrived (ms); shifted forward by pauses.
+    pub last_frame: u64,
+    paused_at: u64,
+    /// Since when pending output has been above the high watermark.
+    pub over_high_since: Option<u64>,
+    /// Closing/Lingering: when the connection is dropped regardless.
+    pub deadline: u64,
+    /// The tick of the armed check timer (`u64::MAX`: none).
+    pub check_at: u64,
+    /// Armed service timers: (token, generation).
+    pub timers: Vec<(u32, u32)>,
+}
+
+impl Conn {
+    /// A new open connection on `fd` (registered by the caller).
+    pub fn new(id: ConnId, fd: OwnedFd, now: u64) -> Conn {
+        Conn {
+            inb: InBuf::default(),
+            st: ConnState {
+                id,
+                fd: Some(fd),
+                phase: Phase::Open,
+                admitted: true,
+                opened: false,
+                refusal: None,
+                peer_eof: false,
+                more_input: false,
+                paused: false,
+                stop_read_done: false,
+                out: OutBuf::default(),
+                last_frame: now,
+                paused_at: now,
+                over_high_since: None,
+                deadline: u64::MAX,
+                check_at: u64::MAX,
+                timers: Vec::new(),
+            },
+        }
+    }
+
+    /// Closes the descriptor and frees the buffers: the connection is Dead.
+    pub fn kill(&mut self, io: &Io<'_>) -> Sched {
+        self.inb.release(io.in_pool);
+        self.st.kill(io)
+    }
+
+    /// The receive role: reads until the socket is drained (or the buffer is full of whole frames),
+    /// cutting frames as they complete. `rdhup` says the peer's FIN may be pending.
+    pub fn receive(&mut self, io: &Io<'_>, rdhup: bool) -> Sched {
+        let Some(fd) = self.st.fd.as_ref().map(|f| f.as_raw_fd()) else { return 0 };
+        match self.st.phase {
+            Phase::Dead => 0,
+            Phase::Closing | Phase::Lingering => self.discard_input(io),
+            Phase::Open => {
+                if self.st.paused || self.st.refusal.is_some() || self.st.peer_eof {
+                    return if io.stopping { DEAL } else { 0 };
+                }
+                let mut sched = 0;
+                self.st.more_input = false;
+                loop {
+                    let Some(space) = self.inb.space(io.in_pool) else {
+                        self.st.more_input = true;
+                        sched |= DEAL;
+                        break;
+                    };
+                    let room = space.len();
+                    match sys::read(fd, space) {
+                        Ok(0) => {
+                            self.st.peer_eof = true;
+                            sched |= DEAL;
+                            break;
+                        }
+                        Ok(n) => {
+                            io.c.add(Counter::BytesIn, n as u64);
+                            let (frames, refused) = self.inb.filled(n, &io.p.decoder);
+                            if frames > 0 {
+                                io.c.add(Counter::FramesIn, frames);
+                                self.st.last_frame = io.now;
+                                sched |= DEAL;
+                            }
+                            if let Some(r) = refused {
+                                self.st.refusal = Some(r);
+                                sched |= DEAL;
+                                break;
+                            }
+                            // A short read drained the socket: with edge triggering, more data
+                            // brings a new edge. A FIN may hide behind it, hence `rdhup`.
+                            if n < room && !rdhup && !io.stopping {
+                                break;
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(_) => return self.kill(io),
+                    }
+                }
+                if io.stopping {
+                    self.st.stop_read_done = !self.st.more_input;
+                    sched |= DEAL;
+                }
+                self.inb.release_if_empty(io.in_pool);
+                sched
+            }
+        }
+    }
+
+    /// Closing or Lingering: reads and drops input; the peer's FIN ends a lingering connection.
+    fn discard_input(&mut self, io: &Io<'_>) -> Sched {
+        let Some(fd) = self.st.fd.as_ref().map(|f| f.as_raw_fd()) else { return 0 };
+        let mut scratch = [0u8; 4096];
+        for _ in 0..64 {
+            match sys::read(fd, &mut scratch) {
+                Ok(0) => {
+                    self.st.peer_eof = true;
+                    if self.st.phase == Phase::Lingering {
+                        return self.kill(io);
+                    }
+                    return SEND;
+                }
+                Ok(n) => io.c.add(Counter::BytesIn, n as u64),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return 0,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.kill(io),
+            }
+        }
+        // A flood: come back after others had their turn.
+        READ
+    }
+
+    /// The send role: one gathered write of everything pending (more only if the kernel takes it
+    /// all and more is pending), then backpressure and closing bookkeeping.
+    pub fn send(&mut self, io: &Io<'_>, doors: &Doors, idx: u32) -> Sched {
+        let Some(fd) = self.st.fd.as_ref().map(|f| f.as_raw_fd()) else { return 0 };
+        if self.st.phase == Phase::Dead {
+            return 0;
+        }
+        let mut sched = 0;
+        let mut armed = false;
+        while !self.st.out.is_empty() {
+            let mut iov: [&[u8]; socket::MAX_IOV] = [&[]; socket::MAX_IOV];
+            let n = self.st.out.slices(&mut iov);
+            match socket::write_vectored(fd, &iov[..n]) {
+                Ok(written) => {
+                    io.c.add(Counter::BytesOut, written as u64);
+                    self.st.out.consume(written, io.out_pool);
+                    if self.st.phase == Phase::Closing && written > 0 {
+                        // Progress: the peer reads; give it time to finish.
+                        self.st.deadline = io.now + io.p.write_ms + io.p.linger_ms;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if armed {
+                        break;
+                    }
+                    // Ask for the EPOLLOUT edge, then retry once: an edge that came between the
+                    // failed write and the door is not lost.
+                    doors.enter(idx, door::WANT_WRITE);
+                    armed = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.kill(io),
+            }
+        }
+        let pending = self.st.out.len();
+        if pending == 0 && !armed {
+            doors.leave(idx, door::WANT_WRITE);
+        }
+        if pending <= io.p.high {
+            self.st.over_high_since = None;
+        }
+        if self.st.paused && pending < io.p.low {
+            self.st.paused = false;
+            // The idle clock did not run while paused.
+            self.st.last_frame += io.now.saturating_sub(self.st.paused_at);
+            sched |= READ | DEAL;
+        } else if self.st.phase == Phase::Open && self.inb.has_frames() && pending <= io.p.high {
+            // Deal stopped at the high watermark with frames left.
+            sched |= DEAL;
+        }
+        if pending == 0 && self.st.phase == Phase::Closing {
+            let _ = socket::shutdown_write(fd);
+            if self.st.peer_eof {
+                return self.kill(io);
+            }
+            self.st.phase = Phase::Lingering;
+            self.st.deadline =
+                (io.now + io.p.linger_ms).min(if io.stopping { io.drain_deadline } else { u64::MAX });
+            // Deal arms the linger check; receive looks for a FIN that already arrived.
+            sched |= DEAL | READ;
+        }
+        sched
+    }
+
+    /// The check timer fired: applies idle, write and closing deadlines. Returns roles to run.
+    pub fn check(&mut self, io: &Io<'_>) -> Sched {
+        self.st.check_at = u64::MAX;
+        let now = io.now;
+        match self.st.phase {
+            Phase::Open => {
+                if let Some(since) = self.st.over_high_since {
+                    if now >= since + io.p.write_ms && self.st.out.len() > io.p.high {
+                        log::debug!("{}: slow consumer, closing", self.st.id);
+                        let discarded = self.st.out.discard_unsent(io.out_pool);
+                        let _ = discarded;
+                        self.inb.clear();
+                        return self.st.begin_close(io, Some((ErrorCode::SlowConsumer, 0)));
+                    }
+                }
+                if !self.st.paused && now >= self.st.last_frame + io.p.idle_ms {
+                    log::debug!("{}: idle timeout", self.st.id);
+                    self.inb.clear();
+                    return self.st.begin_close(io, Some((ErrorCode::IdleTimeout, 0)));
+                }
+                0
+            }
+            Phase::Closing | Phase::Lingering => {
+                if now >= self.st.deadline {
+                    log::debug!("{}: closing deadline passed, dropping", self.st.id);
+                    return self.kill(io);
+                }
+                0
+            }
+            Phase::Dead => 0,
+        }
+    }
+}
+
+impl ConnState {
+    /// The descriptor, while open.
+    pub fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.fd.as_ref().map(|f| f.as_raw_fd())
+    }
+
+    /// Closes the descriptor: Dead.
+    pub fn kill(&mut self, io: &Io<'_>) -> Sched {
+        self.fd = None;
+        self.out.release(io.out_pool);
+        self.phase = Phase::Dead;
+        self.timers = Vec::new();
+        DEAL
+    }
+
+    /// Stops taking requests: queues `error` (if any) after what is owed and starts Closing.
+    pub fn begin_close(&mut self, io: &Io<'_>, error: Option<(ErrorCode, u32)>) -> Sched {
+        if self.phase != Phase::Open {
+            return 0;
+        }
+        if let Some((code, seq)) = error {
+            let (bytes, n) = codec::error_frame(code, seq);
+            self.out.push_encoded(io.out_pool, &bytes[..n]);
+            io.c.add(Counter::FramesOut, 1);
+            io.c.error_sent(code);
+        }
+        self.phase = Phase::Closing;
+        self.refusal = None;
+        self.deadline = io.now + io.p.write_ms + io.p.linger_ms;
+        if io.stopping {
+            self.deadline = self.deadline.min(io.drain_deadline);
+        }
+        SEND
+    }
+
+    /// Queues one frame, enforcing the hard cap. Errors mean "not queued".
+    pub fn push_frame(
+        &mut self,
+        io: &Io<'_>,
+        kind: u16,
+        seq: u32,
+        body: &[u8],
+    ) -> Result<(), doorway_core::dispatch::SendError> {
+        use doorway_core::dispatch::SendError;
+        match self.phase {
+            Phase::Open | Phase::Closing => {}
+            Phase::Lingering | Phase::Dead => return Err(SendError::Closed),
+        }
+        if body.len() > crate::config::MAX_MAX_BODY as usize {
+            return Err(SendError::TooLarge);
+        }
+        if self.out.len() + codec::HEADER_LEN + body.len() > io.p.hard_cap {
+            return Err(SendError::Full);
+        }
+        self.out.push_frame(io.out_pool, kind, seq, body);
+        io.c.add(Counter::FramesOut, 1);
+        if kind == doorway_core::frame::kind::ERROR {
+            if let Some(code) =
+                body.get(..2).and_then(|c| ErrorCode::from_code(u16::from_be_bytes([c[0], c[1]])))
+            {
+                io.c.error_sent(code);
+            }
+        }
+        Ok(())
+    }
+
+    /// After output was queued: pause reading above the high watermark and start the write clock.
+    pub fn after_output(&mut self, io: &Io<'_>) {
+        let pending = self.out.len();
+        if pending > io.p.high {
+            io.c.output_level(pending);
+            if self.phase == Phase::Open && !self.paused {
+                self.paused = true;
+                self.paused_at = io.now;
+            }
+            if self.over_high_since.is_none() {
+                self.over_high_since = Some(io.now);
+            }
+        }
+    }
+
+    /// Closes as a slow consumer: pending output discarded (a partly written frame kept), ERROR 6.
+    pub fn slow_consumer(&mut self, io: &Io<'_>) -> Sched {
+        if self.phase != Phase::Open {
+            return 0;
+        }
+        log::debug!("{}: slow consumer (output over the hard cap), closing", self.id);
+        self.out.discard_unsent(io.out_pool);
+        self.begin_close(io, Some((ErrorCode::SlowConsumer, 0)))
+    }
+
+    /// The next time (ms) the check timer must look at this connection, if any.
+    pub fn next_check(&self, p: &Params) -> Option<u64> {
+        match self.phase {
+            Phase::Open => {
+                let idle = if self.paused { None } else { Some(self.last_frame + p.idle_ms) };
+                let write = self.over_high_since.map(|s| s + p.write_ms);
+                match (idle, write) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
+            Phase::Closing | Phase::Lingering => Some(self.deadline),
+            Phase::Dead => None,
+        }
+    }
+}
+
+/// Milliseconds to the wheel tick at or after them.
+pub fn tick_of(ms: u64) -> u64 {
+    ms.div_ceil(TICK_MS)
+}

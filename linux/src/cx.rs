@@ -1,0 +1,125 @@
+//! The Linux [`Context`]: what a handler running on a deal role can do.
+//!
+//! - `reply` queues on the current connection (in reply order), `send_to` on any connection: the
+//!   same shard directly (its lock is taken briefly; the deal role is the only one that ever holds
+//!   two connection locks, so no cycle exists), another shard through that shard's inbox (the frame
+//!   is delivered on its deal thread shortly after; a stale id is then dropped silently there, so
+//!   `send_to` across shards answers `Ok` for a live-looking id).
+//! - `broadcast` reaches every connection still accepting requests on every shard. It returns the
+//!   connections that took it on this shard plus the open connections of the other shards at the
+//!   time of the call (their copies are queued through the inboxes).
+//! - Timers are per connection, on the deal role's wheel, and die with the connection.
+//! - `counters` sums every thread's counters (STATS).
+
+use doorway_core::dispatch::{Context, SendError, TimerError};
+use doorway_core::slab::ConnId;
+
+use crate::conn::{tick_of, ConnState, Io, Sched, SEND};
+use crate::shard::{DealEnv, Shard, TimerKind};
+
+/// Most service timers one connection may have armed.
+pub const MAX_TIMERS_PER_CONN: usize = 16;
+/// Longest service timer (one day).
+pub const MAX_TIMER_MS: u32 = 86_400_000;
+
+/// The context handed to handlers on the Linux server.
+pub struct Cx<'a, 'io> {
+    pub(crate) shard: &'a Shard,
+    pub(crate) idx: u32,
+    pub(crate) st: &'a mut ConnState,
+    pub(crate) env: &'a mut DealEnv,
+    pub(crate) io: &'a Io<'io>,
+    pub(crate) sched: Sched,
+}
+
+impl Cx<'_, '_> {
+    fn push_other(
+        &mut self,
+        local: u32,
+        to: Option<ConnId>,
+        kind: u16,
+        seq: u32,
+        body: &[u8],
+    ) -> Result<(), SendError> {
+        self.shard.push_local(local, to, kind, seq, body, self.io, self.env)
+    }
+}
+
+impl Context for Cx<'_, '_> {
+    fn conn(&self) -> ConnId {
+        self.st.id
+    }
+
+    #[inline]
+    fn reply(&mut self, kind: u16, seq: u32, body: &[u8]) -> Result<(), SendError> {
+        self.st.push_frame(self.io, kind, seq, body)?;
+        self.sched |= SEND;
+        Ok(())
+    }
+
+    fn send_to(&mut self, to: ConnId, kind: u16, seq: u32, body: &[u8]) -> Result<(), SendError> {
+        if to == self.st.id {
+            return self.reply(kind, seq, body);
+        }
+        let (shard, local) = crate::shard::split_index(to.index());
+        if shard == self.shard.index {
+            self.push_other(local, Some(to), kind, seq, body)
+        } else {
+            self.shard.send_remote(shard, crate::shard::Remote::SendTo { to, kind, seq, body: body.to_vec() })
+        }
+    }
+
+    fn broadcast(&mut self, kind: u16, seq: u32, body: &[u8]) -> usize {
+        let mut n = 0;
+        for local in 0..self.shard.high_index() {
+            if local == self.idx {
+                if self.st.phase == crate::conn::Phase::Open && self.st.admitted {
+                    match self.st.push_frame(self.io, kind, seq, body) {
+                        Ok(()) => {
+                            n += 1;
+                            self.sched |= SEND;
+                        }
+                        Err(_) => self.sched |= self.st.slow_consumer(self.io),
+                    }
+                }
+            } else if self.push_other(local, None, kind, seq, body).is_ok() {
+                n += 1;
+            }
+        }
+        n + self.shard.broadcast_remote(kind, seq, body)
+    }
+
+    fn close(&mut self) {
+        self.sched |= self.st.begin_close(self.io, None);
+    }
+
+    fn set_timer(&mut self, token: u32, after_ms: u32) -> Result<(), TimerError> {
+        if after_ms > MAX_TIMER_MS {
+            return Err(TimerError::OutOfRange);
+        }
+        let pos = self.st.timers.iter().position(|t| t.0 == token);
+        if pos.is_none() && self.st.timers.len() >= MAX_TIMERS_PER_CONN {
+            return Err(TimerError::Full);
+        }
+        self.env.timer_gen = self.env.timer_gen.wrapping_add(1);
+        let gen = self.env.timer_gen;
+        match pos {
+            Some(i) => self.st.timers[i].1 = gen,
+            None => self.st.timers.push((token, gen)),
+        }
+        let deadline = tick_of(self.io.now + after_ms as u64);
+        self.env.wheel.insert(
+            deadline,
+            crate::shard::TimerEntry { id: self.st.id, kind: TimerKind::Service { token, gen } },
+        );
+        Ok(())
+    }
+
+    fn cancel_timer(&mut self, token: u32) {
+        self.st.timers.retain(|t| t.0 != token);
+    }
+
+    fn counters(&self, visit: &mut dyn FnMut(&str, u64)) {
+        self.shard.server.stats().visit(visit);
+    }
+}

@@ -1,0 +1,456 @@
+//! The public API: build a server from a [`Config`], serve a [`Service`], stop it.
+//!
+//! ```no_run
+//! use doorway_linux::{Config, Server};
+//! let running = Server::builder().config(Config::default()).start(doorway_core::demo::Demo)?;
+//! println!("listening on {}", running.local_addr());
+//! running.wait()?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! # Services and threads
+//!
+//! The service is cloned once per shard: each shard's deal role owns its clone and calls it from
+//! one thread only, so handlers take `&mut self` with no locking. State that must be shared by all
+//! shards lives behind the service's own `Arc` (see `examples/kv.rs`). With one shard (the
+//! default) there is exactly one instance.
+//!
+//! # Threads per model
+//!
+//! - `fused`: one thread per shard runs monitor, receive, deal and send in turn around one
+//!   `epoll_wait`. No cross-thread hand-off on the message path.
+//! - `pipeline`: four threads per shard (seed 000's picture). Hand-offs go through door-guarded
+//!   ready queues; a consumer is woken through its eventfd once per batch, after a short spin.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use doorway_core::dispatch::Service;
+
+use crate::config::{Config, Model};
+use crate::conn::Sched;
+use crate::shard::{DealEnv, ServerShared, Shard, Wakers};
+use crate::stats::{Counters, Stats};
+use crate::sync::{ReadyQueue, Waker};
+use crate::sys::epoll::Events;
+use crate::sys::{rlimit, signalfd, socket};
+
+/// Entry point of the API.
+pub struct Server;
+
+impl Server {
+    /// A builder with the default configuration.
+    pub fn builder() -> Builder {
+        Builder { cfg: Config::default(), signals: false }
+    }
+}
+
+/// Configures and starts a server.
+pub struct Builder {
+    cfg: Config,
+    signals: bool,
+}
+
+impl Builder {
+    /// Uses `cfg` (validated at start).
+    pub fn config(mut self, cfg: Config) -> Builder {
+        self.cfg = cfg;
+        self
+    }
+
+    /// Drain on SIGTERM/SIGINT (blocks them in the calling thread and every thread it spawns
+    /// afterwards; the binary turns this on).
+    pub fn handle_signals(mut self, on: bool) -> Builder {
+        self.signals = on;
+        self
+    }
+
+    /// Binds, spawns the threads and returns once the server is accepting.
+    pub fn start<S: Service + Clone + Send + 'static>(self, service: S) -> io::Result<Running> {
+        start(self.cfg, self.signals, service)
+    }
+
+    /// Starts and waits until the server has stopped (after a signal or a handle's `stop`).
+    pub fn serve<S: Service + Clone + Send + 'static>(self, service: S) -> io::Result<()> {
+        self.start(service)?.wait()
+    }
+}
+
+/// A running server.
+pub struct Running {
+    addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    shared: Arc<ServerShared>,
+    threads: Vec<JoinHandle<()>>,
+    shards: Vec<Arc<Shard>>,
+}
+
+/// Stops a running server from anywhere.
+#[derive(Clone)]
+pub struct Handle(Arc<ServerShared>);
+
+impl Handle {
+    /// Starts the graceful drain (like SIGTERM).
+    pub fn stop(&self) {
+        self.0.stop();
+    }
+}
+
+impl Running {
+    /// The address the server listens on (the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Where metrics are served, if anywhere.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The admission limit in force (configured, capped by the fd limit).
+    pub fn max_connections(&self) -> usize {
+        self.shared.max_conns
+    }
+
+    /// A handle that can stop the server.
+    pub fn handle(&self) -> Handle {
+        Handle(self.shared.clone())
+    }
+
+    /// Starts the graceful drain.
+    pub fn stop(&self) {
+        self.shared.stop();
+    }
+
+    /// Waits for every thread to finish (after a stop), then closes what is left.
+    pub fn wait(mut self) -> io::Result<()> {
+        for t in self.threads.drain(..) {
+            if t.join().is_err() {
+                return Err(io::Error::other("a server thread panicked"));
+            }
+        }
+        for shard in &self.shards {
+            shard.close_all();
+        }
+        log::info!("stopped");
+        Ok(())
+    }
+}
+
+fn start<S: Service + Clone + Send + 'static>(cfg: Config, signals: bool, service: S) -> io::Result<Running> {
+    cfg.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let nofile = rlimit::raise_nofile().unwrap_or(1024);
+    let reserve = 32 + 8 * cfg.shards as u64;
+    let fd_cap = nofile.saturating_sub(reserve).max(1) as usize;
+    let max_conns = cfg.max_connections.min(fd_cap);
+    if max_conns < cfg.max_connections {
+        log::warn!(
+            "max-connections {} capped to {max_conns} by the open-file limit {nofile}",
+            cfg.max_connections
+        );
+    }
+    if signals {
+        signalfd::block_term_signals()?;
+    }
+    // Bind: the first shard binds the asked address (port 0 resolves here); the others reuse it.
+    let reuse = cfg.shards > 1;
+    let first = socket::listen(&cfg.listen, reuse, 4096)?;
+    let addr = socket::local_addr(first.as_raw_fd())?;
+    let mut listeners = vec![first];
+    for _ in 1..cfg.shards {
+        listeners.push(socket::listen(&addr, true, 4096)?);
+    }
+    let metrics = match cfg.metrics_addr {
+        Some(a) => Some(TcpListener::bind(a)?),
+        None => None,
+    };
+    let metrics_addr = metrics.as_ref().map(|l| l.local_addr()).transpose()?;
+
+    let model = cfg.model;
+    let n_shards = cfg.shards;
+    let shared = Arc::new(ServerShared::new(cfg, max_conns));
+    let capacity = max_conns + (max_conns / 4 + 16).min(4096);
+    let mut stats = Stats::default();
+    let mut shards = Vec::new();
+    let mut counters = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let monitor = Arc::new(Waker::new(false)?);
+        let wakers = match model {
+            Model::Fused => Wakers {
+                monitor: monitor.clone(),
+                receive: monitor.clone(),
+                deal: monitor.clone(),
+                send: monitor,
+            },
+            Model::Pipeline => Wakers {
+                monitor,
+                receive: Arc::new(Waker::new(true)?),
+                deal: Arc::new(Waker::new(true)?),
+                send: Arc::new(Waker::new(true)?),
+            },
+        };
+        let signal = if signals && i == 0 { Some(signalfd::SignalFd::new()?) } else { None };
+        let shard = Arc::new(Shard::new(i, shared.clone(), listener, capacity, wakers, signal)?);
+        let per_shard: Vec<Arc<Counters>> = match model {
+            Model::Fused => vec![stats.register()],
+            Model::Pipeline => (0..4).map(|_| stats.register()).collect(),
+        };
+        for (name, pick) in [
+            ("read", (|s: &Shard| &s.read_q) as fn(&Shard) -> &ReadyQueue),
+            ("deal", |s: &Shard| &s.deal_q),
+            ("send", |s: &Shard| &s.send_q),
+        ] {
+            let weak = Arc::downgrade(&shard);
+            stats.register_queue(
+                name.to_string(),
+                Arc::new(move || weak.upgrade().map(|s| pick(&s).high_water() as u64).unwrap_or(0)),
+            );
+        }
+        counters.push(per_shard);
+        shards.push(shard);
+    }
+    let _ = shared.shards.set(shards.iter().map(Arc::downgrade).collect::<Vec<Weak<Shard>>>());
+    let _ = shared.stats.set(stats);
+
+    let mut threads = Vec::new();
+    for (shard, c) in shards.iter().zip(counters) {
+        let name = |role: &str| format!("doorway-s{}-{role}", shard.index);
+        match model {
+            Model::Fused => {
+                let (shard, svc) = (shard.clone(), service.clone());
+                let c = c[0].clone();
+                threads.push(spawn(name("fused"), move || run_fused(&shard, svc, c))?);
+            }
+            Model::Pipeline => {
+                let s = shard.clone();
+                let cm = c[0].clone();
+                threads.push(spawn(name("monitor"), move || run_monitor(&s, &cm))?);
+                let s = shard.clone();
+                let cr = c[1].clone();
+                threads.push(spawn(name("receive"), move || run_receive(&s, &cr))?);
+                let (s, svc) = (shard.clone(), service.clone());
+                let cd = c[2].clone();
+                threads.push(spawn(name("deal"), move || run_deal(&s, svc, cd))?);
+                let s = shard.clone();
+                let cs = c[3].clone();
+                threads.push(spawn(name("send"), move || run_send(&s, &cs))?);
+            }
+        }
+    }
+    if let Some(listener) = metrics {
+        let shared = shared.clone();
+        spawn("doorway-metrics".to_string(), move || serve_metrics(listener, &shared))?;
+    }
+    log::info!("listening on {addr} (model={} shards={n_shards}, max-connections {max_conns})", model.name());
+    Ok(Running { addr, metrics_addr, shared, threads, shards })
+}
+
+fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name(name).spawn(f)
+}
+
+/// Iterations a role thread polls its queue before parking (hand-offs that come within a few
+/// microseconds avoid the ~20 us cross-core wake-up).
+const SPIN: u32 = 200;
+
+/// Parks on `waker` unless `ready()` becomes true while spinning or after announcing the park.
+fn park_until(waker: &Waker, ready: impl Fn() -> bool) {
+    for _ in 0..SPIN {
+        if ready() {
+            return;
+        }
+        core::hint::spin_loop();
+    }
+    waker.prepare_park();
+    if ready() {
+        waker.cancel_park();
+        return;
+    }
+    waker.park();
+}
+
+fn run_fused<S: Service>(shard: &Shard, mut service: S, counters: Arc<Counters>) {
+    let c = &*counters;
+    let mut events = Events::with_capacity(1024);
+    // The fused thread counts everything into its one set of counters.
+    let mut env = DealEnv::new(counters.clone(), shard.server.now());
+    let mut batch = Vec::new();
+    loop {
+        let mut touched: Sched = 0;
+        shard.poll_stop(&mut touched);
+        if shard.drained() {
+            break;
+        }
+        let busy = || {
+            !shard.read_q.is_empty()
+                || !shard.deal_q.is_empty()
+                || !shard.send_q.is_empty()
+                || shard.inbox_pending()
+                || shard.tick_pending.load(Ordering::Acquire)
+        };
+        let timeout = if busy() {
+            0
+        } else {
+            shard.monitor_waker.prepare_park();
+            if busy() {
+                0
+            } else {
+                -1
+            }
+        };
+        let waited = shard.epoll.wait(&mut events, timeout);
+        shard.monitor_waker.cancel_park();
+        if let Err(e) = waited {
+            log::error!("epoll_wait failed: {e}");
+            break;
+        }
+        for ev in events.iter() {
+            shard.monitor_event(ev, c, &mut touched);
+        }
+        shard.read_q.drain_into(&mut batch);
+        shard.receive_batch(&batch, c, &mut touched);
+        shard.run_inbox(&mut env);
+        shard.run_timers(&mut service, &mut env);
+        shard.deal_q.drain_into(&mut batch);
+        shard.deal_batch(&batch, &mut service, &mut env);
+        env.touched = 0;
+        shard.send_q.drain_into(&mut batch);
+        shard.send_batch(&batch, c, &mut touched);
+    }
+    shard.exit.store(true, Ordering::Release);
+}
+
+fn run_monitor(shard: &Shard, c: &Counters) {
+    let mut events = Events::with_capacity(1024);
+    loop {
+        let mut touched: Sched = 0;
+        shard.poll_stop(&mut touched);
+        shard.wake(touched);
+        if shard.drained() {
+            break;
+        }
+        touched = 0;
+        if let Err(e) = shard.epoll.wait(&mut events, -1) {
+            log::error!("epoll_wait failed: {e}");
+            break;
+        }
+        for ev in events.iter() {
+            shard.monitor_event(ev, c, &mut touched);
+        }
+        shard.wake(touched);
+    }
+    shard.exit.store(true, Ordering::Release);
+    shard.read_q.waker().force_wake();
+    shard.deal_q.waker().force_wake();
+    shard.send_q.waker().force_wake();
+}
+
+fn run_receive(shard: &Shard, c: &Counters) {
+    let mut batch = Vec::new();
+    loop {
+        shard.read_q.drain_into(&mut batch);
+        if batch.is_empty() {
+            if shard.exit.load(Ordering::Acquire) {
+                break;
+            }
+            park_until(shard.read_q.waker(), || {
+                !shard.read_q.is_empty() || shard.exit.load(Ordering::Acquire)
+            });
+            continue;
+        }
+        let mut touched = 0;
+        shard.receive_batch(&batch, c, &mut touched);
+        shard.wake(touched);
+    }
+}
+
+fn run_deal<S: Service>(shard: &Shard, mut service: S, counters: Arc<Counters>) {
+    let mut env = DealEnv::new(counters, shard.server.now());
+    let mut batch = Vec::new();
+    loop {
+        shard.run_inbox(&mut env);
+        shard.run_timers(&mut service, &mut env);
+        shard.deal_q.drain_into(&mut batch);
+        shard.deal_batch(&batch, &mut service, &mut env);
+        shard.wake(env.touched);
+        let did = !batch.is_empty() || env.touched != 0;
+        env.touched = 0;
+        if !did {
+            if shard.exit.load(Ordering::Acquire) {
+                break;
+            }
+            park_until(shard.deal_q.waker(), || {
+                !shard.deal_q.is_empty()
+                    || shard.inbox_pending()
+                    || shard.tick_pending.load(Ordering::Acquire)
+                    || shard.exit.load(Ordering::Acquire)
+            });
+        }
+    }
+}
+
+fn run_send(shard: &Shard, c: &Counters) {
+    let mut batch = Vec::new();
+    loop {
+        shard.send_q.drain_into(&mut batch);
+        if batch.is_empty() {
+            if shard.exit.load(Ordering::Acquire) {
+                break;
+            }
+            park_until(shard.send_q.waker(), || {
+                !shard.send_q.is_empty() || shard.exit.load(Ordering::Acquire)
+            });
+            continue;
+        }
+        let mut touched = 0;
+        shard.send_batch(&batch, c, &mut touched);
+        shard.wake(touched);
+    }
+}
+
+/// A tiny HTTP/1.0 responder: `GET /metrics` answers the Prometheus text, anything else 404.
+fn serve_metrics(listener: TcpListener, shared: &ServerShared) {
+    if listener.set_nonblocking(true).is_err() {
+        return;
+    }
+    loop {
+        match listener.accept() {
+            Ok((mut stream, _)) => {
+                let _ = stream.set_nonblocking(false);
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut req = Vec::with_capacity(1024);
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let ok = req.starts_with(b"GET /metrics ") || req.starts_with(b"GET /metrics?");
+                let (status, body) = if ok {
+                    ("200 OK", shared.stats().prometheus())
+                } else {
+                    ("404 Not Found", "not found; try /metrics\n".to_string())
+                };
+                let head = format!(
+                    "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(body.as_bytes());
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if shared.stopping.load(Ordering::Acquire) && shared.all_exited() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}

@@ -1,0 +1,825 @@
+//! A shard: one independent set of the four roles (seed 000) and the connections they serve.
+//!
+//! ```text
+//!            epoll (ET) ──▶ monitor ──READ door──▶ read_q ──▶ receive ──DEAL door──▶ deal_q
+//!  timerfd ─┘  accept/close/tick          ▲                                            │
+//!                                         └────READ (resume)── send ◀──SEND door── deal (map)
+//! ```
+//!
+//! The shard owns its connection table (`slots`, one spin lock per connection), the door byte of
+//! every slot, the three ready queues, the inbox for cross-shard messages, the block pools and the
+//! epoll set. The role functions here are called by whichever thread runs the role: in the fused
+//! model one thread calls all of them in turn, in the pipeline model each has its own thread.
+//!
+//! # Ids
+//!
+//! Slots are allocated by `doorway_core::slab::Slab` (a free list with generations). The id a
+//! handler sees is `ConnId { index: shard << 24 | slot, generation }`; epoll tokens carry the local
+//! id. Ready queues carry bare slot indices: the door belongs to the slot, so a queued index is
+//! processed for whoever occupies the slot then (a spurious look at a new connection is harmless;
+//! a lost wake-up of it would not be).
+//!
+//! # Lock order
+//!
+//! Receive, send and monitor hold at most one connection lock at a time. Only the deal role holds
+//! two: the connection it serves, then another one of the same shard (`send_to`, `broadcast`).
+//! One deal thread per shard means no two threads ever wait on each other's second lock; across
+//! shards, messages go through inboxes, never locks.
+//!
+//! # Shutdown
+//!
+//! `stopping` closes the listener, asks receive to read every socket until it is drained, deal to
+//! answer every whole request and then queue ERROR 7 and close, and send to flush. The shard is
+//! done when no slot is occupied or the drain deadline has passed.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Instant;
+
+use doorway_core::dispatch::{handle_frame, Control, SendError, Service};
+use doorway_core::frame::ErrorCode;
+use doorway_core::slab::{self, ConnId, Slab};
+
+use crate::buf::Pool;
+use crate::codec;
+use crate::config::Config;
+use crate::conn::{tick_of, Conn, ConnState, Io, Params, Phase, Sched, DEAL, READ, SEND};
+use crate::cx::Cx;
+use crate::stats::{Counter, Counters, Stats};
+use crate::sync::{door, Doors, Lock, ReadyQueue, Waker};
+use crate::sys::epoll::{self, Epoll, Event};
+use crate::sys::signalfd::SignalFd;
+use crate::sys::socket;
+use crate::sys::timerfd::TimerFd;
+use crate::wheel::Wheel;
+
+/// Bits of a global index that hold the slot; the shard number sits above them.
+pub const SHARD_SHIFT: u32 = 24;
+const LOCAL_MASK: usize = (1 << SHARD_SHIFT) - 1;
+
+/// Epoll token of the listening socket.
+pub const TOKEN_LISTENER: u64 = u64::MAX;
+/// Epoll token of the tick timer.
+pub const TOKEN_TIMER: u64 = u64::MAX - 1;
+/// Epoll token of the monitor's eventfd.
+pub const TOKEN_WAKE: u64 = u64::MAX - 2;
+/// Epoll token of the signalfd.
+pub const TOKEN_SIGNAL: u64 = u64::MAX - 3;
+
+/// (shard, slot) of a global connection index.
+pub fn split_index(global: usize) -> (usize, u32) {
+    (global >> SHARD_SHIFT, (global & LOCAL_MASK) as u32)
+}
+
+/// What one server's shards share.
+pub struct ServerShared {
+    /// The validated configuration.
+    pub cfg: Config,
+    /// Derived settings.
+    pub params: Params,
+    /// Admission limit (the configured one, capped by the fd limit).
+    pub max_conns: usize,
+    /// Admitted connections not yet freed, over all shards.
+    pub admitted: AtomicUsize,
+    /// SIGTERM/SIGINT or [`crate::server::Handle::stop`] was called.
+    pub stopping: AtomicBool,
+    /// When draining must end (ms since start).
+    pub drain_deadline: AtomicU64,
+    pub(crate) shards: OnceLock<Vec<Weak<Shard>>>,
+    pub(crate) stats: OnceLock<Stats>,
+    start: Instant,
+}
+
+impl ServerShared {
+    /// Shared state for a server with this config.
+    pub fn new(cfg: Config, max_conns: usize) -> ServerShared {
+        let high = cfg.high_watermark;
+        let params = Params {
+            decoder: doorway_core::frame::Decoder::new(cfg.max_body),
+            high,
+            low: cfg.low_watermark,
+            hard_cap: high.saturating_mul(2).saturating_add(cfg.max_body as usize + 2 * codec::HEADER_LEN),
+            idle_ms: cfg.idle_timeout.as_millis() as u64,
+            write_ms: cfg.write_timeout.as_millis() as u64,
+            linger_ms: cfg.linger.as_millis() as u64,
+        };
+        ServerShared {
+            cfg,
+            params,
+            max_conns,
+            admitted: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+            drain_deadline: AtomicU64::new(u64::MAX),
+            shards: OnceLock::new(),
+            stats: OnceLock::new(),
+            start: Instant::now(),
+        }
+    }
+
+    /// Milliseconds since the server started.
+    #[inline]
+    pub fn now(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// Every thread's counters.
+    pub fn stats(&self) -> &Stats {
+        static EMPTY: OnceLock<Stats> = OnceLock::new();
+        self.stats.get().unwrap_or_else(|| EMPTY.get_or_init(Stats::default))
+    }
+
+    /// Whether every shard's threads were told to exit.
+    pub fn all_exited(&self) -> bool {
+        self.shards
+            .get()
+            .into_iter()
+            .flatten()
+            .filter_map(Weak::upgrade)
+            .all(|s| s.exit.load(Ordering::Acquire))
+    }
+
+    /// Starts the graceful drain on every shard (idempotent).
+    pub fn stop(&self) {
+        if self.stopping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let deadline = self.now() + self.cfg.drain_timeout.as_millis() as u64;
+        self.drain_deadline.store(deadline, Ordering::Release);
+        log::info!("stopping: draining connections (deadline {} ms)", self.cfg.drain_timeout.as_millis());
+        for shard in self.shards.get().into_iter().flatten().filter_map(Weak::upgrade) {
+            shard.monitor_waker.force_wake();
+        }
+    }
+}
+
+/// A message for another shard's deal role.
+pub enum Remote {
+    /// `send_to` a connection of that shard.
+    SendTo {
+        /// The target.
+        to: ConnId,
+        /// Kind.
+        kind: u16,
+        /// Seq.
+        seq: u32,
+        /// Body.
+        body: Vec<u8>,
+    },
+    /// A broadcast to every connection of that shard.
+    Broadcast {
+        /// Kind.
+        kind: u16,
+        /// Seq.
+        seq: u32,
+        /// Body.
+        body: Vec<u8>,
+    },
+}
+
+/// What a wheel entry is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerKind {
+    /// The connection's deadline check armed for this tick.
+    Check {
+        /// The tick it was armed for (stale if the connection re-armed since).
+        tick: u64,
+    },
+    /// A service timer.
+    Service {
+        /// The service's token.
+        token: u32,
+        /// The arming's generation (stale after cancel or re-arm).
+        gen: u32,
+    },
+}
+
+/// One wheel entry: a connection (global id) and what to do.
+#[derive(Debug, Clone, Copy)]
+pub struct TimerEntry {
+    /// The connection.
+    pub id: ConnId,
+    /// What for.
+    pub kind: TimerKind,
+}
+
+/// The deal role's private state besides the service: the wheel and this thread's counters.
+pub struct DealEnv {
+    /// Every timer of this shard's connections.
+    pub wheel: Wheel<TimerEntry>,
+    /// Last generation handed to a service timer.
+    pub timer_gen: u32,
+    /// Queues pushed to in this batch (wake once at the end).
+    pub touched: Sched,
+    /// This thread's counters.
+    pub counters: Arc<Counters>,
+    fired: Vec<TimerEntry>,
+    remote: Vec<Remote>,
+}
+
+impl DealEnv {
+    /// A deal environment counting into `counters`.
+    pub fn new(counters: Arc<Counters>, now_ms: u64) -> DealEnv {
+        DealEnv {
+            wheel: Wheel::new(tick_of(now_ms)),
+            timer_gen: 0,
+            touched: 0,
+            counters,
+            fired: Vec::new(),
+            remote: Vec::new(),
+        }
+    }
+}
+
+/// Wakers of the role threads (all the same non-blocking one in the fused model).
+pub struct Wakers {
+    /// The monitor (its eventfd is in the epoll set).
+    pub monitor: Arc<Waker>,
+    /// Receive.
+    pub receive: Arc<Waker>,
+    /// Deal (also woken by ticks and the inbox).
+    pub deal: Arc<Waker>,
+    /// Send.
+    pub send: Arc<Waker>,
+}
+
+/// One shard.
+pub struct Shard {
+    /// Shard number.
+    pub index: usize,
+    /// What all shards share.
+    pub server: Arc<ServerShared>,
+    slots: Box<[Lock<Option<Conn>>]>,
+    gens: Box<[AtomicU32]>,
+    /// Door bits per slot.
+    pub doors: Doors,
+    ids: Lock<Slab<(), Box<[slab::Slot<()>]>>>,
+    high: AtomicU32,
+    live: AtomicUsize,
+    /// Slots for the receive role.
+    pub read_q: ReadyQueue,
+    /// Slots for the deal role.
+    pub deal_q: ReadyQueue,
+    /// Slots for the send role.
+    pub send_q: ReadyQueue,
+    inbox: Lock<Vec<Remote>>,
+    /// Input blocks.
+    pub in_pool: Pool,
+    /// Output blocks.
+    pub out_pool: Pool,
+    /// The epoll set (listener, connections, timer, wake, signal).
+    pub epoll: Epoll,
+    listener: Lock<Option<OwnedFd>>,
+    timer: TimerFd,
+    /// The monitor's wake-up (registered in `epoll`).
+    pub monitor_waker: Arc<Waker>,
+    /// The deal role's wake-up.
+    pub deal_waker: Arc<Waker>,
+    signal: Option<SignalFd>,
+    /// A tick arrived for the deal role.
+    pub tick_pending: AtomicBool,
+    stop_seen: AtomicBool,
+    /// The role threads must exit.
+    pub exit: AtomicBool,
+    spare: Lock<Option<File>>,
+}
+
+impl Shard {
+    /// A shard serving `listener`, with `capacity` slots.
+    pub fn new(
+        index: usize,
+        server: Arc<ServerShared>,
+        listener: OwnedFd,
+        capacity: usize,
+        wakers: Wakers,
+        signal: Option<SignalFd>,
+    ) -> io::Result<Shard> {
+        let epoll = Epoll::new()?;
+        let timer = TimerFd::periodic(std::time::Duration::from_millis(crate::conn::TICK_MS))?;
+        epoll.add(listener.as_raw_fd(), epoll::IN | epoll::ET, TOKEN_LISTENER)?;
+        epoll.add(timer.raw(), epoll::IN | epoll::ET, TOKEN_TIMER)?;
+        epoll.add(wakers.monitor.raw(), epoll::IN | epoll::ET, TOKEN_WAKE)?;
+        if let Some(sig) = &signal {
+            epoll.add(sig.raw(), epoll::IN | epoll::ET, TOKEN_SIGNAL)?;
+        }
+        let max_free = 4096;
+        Ok(Shard {
+            index,
+            server,
+            slots: (0..capacity).map(|_| Lock::new(None)).collect(),
+            gens: (0..capacity).map(|_| AtomicU32::new(0)).collect(),
+            doors: Doors::new(capacity),
+            ids: Lock::new(Slab::new((0..capacity).map(|_| slab::Slot::VACANT).collect())),
+            high: AtomicU32::new(0),
+            live: AtomicUsize::new(0),
+            read_q: ReadyQueue::new(capacity, wakers.receive),
+            deal_q: ReadyQueue::new(capacity, wakers.deal.clone()),
+            send_q: ReadyQueue::new(capacity, wakers.send),
+            inbox: Lock::new(Vec::new()),
+            in_pool: Pool::new(true, max_free),
+            out_pool: Pool::new(false, max_free),
+            epoll,
+            listener: Lock::new(Some(listener)),
+            timer,
+            monitor_waker: wakers.monitor,
+            deal_waker: wakers.deal,
+            signal,
+            tick_pending: AtomicBool::new(false),
+            stop_seen: AtomicBool::new(false),
+            exit: AtomicBool::new(false),
+            spare: Lock::new(File::open("/dev/null").ok()),
+        })
+    }
+
+    /// One past the highest slot ever used.
+    #[inline]
+    pub fn high_index(&self) -> u32 {
+        self.high.load(Ordering::Acquire)
+    }
+
+    /// Occupied slots.
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// The step environment for a thread counting into `c`.
+    #[inline]
+    pub fn io<'a>(&'a self, c: &'a Counters) -> Io<'a> {
+        Io {
+            p: &self.server.params,
+            in_pool: &self.in_pool,
+            out_pool: &self.out_pool,
+            c,
+            now: self.server.now(),
+            stopping: self.stop_seen.load(Ordering::Acquire),
+            drain_deadline: self.server.drain_deadline.load(Ordering::Acquire),
+        }
+    }
+
+    fn global(&self, local: ConnId) -> ConnId {
+        ConnId::new(((self.index << SHARD_SHIFT) | local.index()) as u32, local.generation())
+    }
+
+    /// Queues slot `idx` for the roles in `s` (door-guarded); `touched` collects queues to wake.
+    #[inline]
+    pub fn schedule(&self, idx: u32, s: Sched, touched: &mut Sched) {
+        if s & READ != 0 && self.doors.enter(idx, door::READ) {
+            self.read_q.push(idx);
+            *touched |= READ;
+        }
+        if s & DEAL != 0 && self.doors.enter(idx, door::DEAL) {
+            self.deal_q.push(idx);
+            *touched |= DEAL;
+        }
+        if s & SEND != 0 && self.doors.enter(idx, door::SEND) {
+            self.send_q.push(idx);
+            *touched |= SEND;
+        }
+    }
+
+    /// Wakes the consumers of the queues in `touched` (once per batch).
+    #[inline]
+    pub fn wake(&self, touched: Sched) {
+        if touched & READ != 0 {
+            self.read_q.wake();
+        }
+        if touched & DEAL != 0 {
+            self.deal_q.wake();
+        }
+        if touched & SEND != 0 {
+            self.send_q.wake();
+        }
+    }
+
+    // ----- monitor -----
+
+    /// Handles one epoll event (monitor role).
+    pub fn monitor_event(&self, ev: Event, c: &Counters, touched: &mut Sched) {
+        match ev.token {
+            TOKEN_LISTENER => self.accept_all(c, touched),
+            TOKEN_TIMER => {
+                if self.timer.expirations() > 0 {
+                    self.tick_pending.store(true, Ordering::Release);
+                    *touched |= DEAL;
+                }
+            }
+            TOKEN_WAKE => self.monitor_waker.drain(),
+            TOKEN_SIGNAL => {
+                if let Some(sig) = &self.signal {
+                    while let Some(signo) = sig.read() {
+                        log::info!("signal {signo} received");
+                        self.server.stop();
+                    }
+                }
+            }
+            token => {
+                let id = ConnId::from_u64(token);
+                let idx = id.index() as u32;
+                if self.gens.get(id.index()).map(|g| g.load(Ordering::Acquire)) != Some(id.generation()) {
+                    return;
+                }
+                let mut s = 0;
+                if ev.events & (epoll::IN | epoll::RDHUP | epoll::HUP | epoll::ERR) != 0 {
+                    if ev.events & (epoll::RDHUP | epoll::HUP | epoll::ERR) != 0 {
+                        self.doors.enter(idx, door::RDHUP);
+                    }
+                    s |= READ;
+                }
+                if ev.events & epoll::OUT != 0 && self.doors.leave(idx, door::WANT_WRITE) {
+                    s |= SEND;
+                }
+                self.schedule(idx, s, touched);
+            }
+        }
+    }
+
+    /// Polls the stop flag: on the first sight, closes the listener and asks every connection to
+    /// be read out, answered and closed with ERROR 7 (monitor role).
+    pub fn poll_stop(&self, touched: &mut Sched) {
+        if !self.server.stopping.load(Ordering::Acquire) || self.stop_seen.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(l) = self.listener.lock().take() {
+            let _ = self.epoll.delete(l.as_raw_fd());
+        }
+        for idx in 0..self.high_index() {
+            self.schedule(idx, READ | DEAL, touched);
+        }
+        self.tick_pending.store(true, Ordering::Release);
+        *touched |= DEAL;
+    }
+
+    /// Whether the shard has finished draining.
+    pub fn drained(&self) -> bool {
+        self.stop_seen.load(Ordering::Acquire)
+            && (self.live() == 0 || self.server.now() >= self.server.drain_deadline.load(Ordering::Acquire))
+    }
+
+    fn accept_all(&self, c: &Counters, touched: &mut Sched) {
+        let listener = match self.listener.lock().as_ref() {
+            Some(l) => l.as_raw_fd(),
+            None => return,
+        };
+        loop {
+            match socket::accept(listener) {
+                Ok(fd) => self.admit(fd, c, touched),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e)
+                    if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
+                    // Out of descriptors: use the spare to accept and close one, so the listener
+                    // drains instead of waking us forever.
+                    let mut spare = self.spare.lock();
+                    spare.take();
+                    if let Ok(fd) = socket::accept(listener) {
+                        c.add(Counter::Refused, 1);
+                        drop(fd);
+                    }
+                    *spare = File::open("/dev/null").ok();
+                    if spare.is_none() {
+                        log::warn!("out of file descriptors; refusing connections");
+                        break;
+                    }
+                }
+                Err(e) => {
+                    log::warn!("accept failed: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    fn admit(&self, fd: OwnedFd, c: &Counters, touched: &mut Sched) {
+        let now = self.server.now();
+        let admitted = self.server.admitted.fetch_add(1, Ordering::AcqRel) < self.server.max_conns;
+        if !admitted {
+            self.server.admitted.fetch_sub(1, Ordering::AcqRel);
+        }
+        let local = match self.ids.lock().insert(()) {
+            Ok(id) => id,
+            Err(_) => {
+                // No slot to linger in: refuse on the spot.
+                if admitted {
+                    self.server.admitted.fetch_sub(1, Ordering::AcqRel);
+                }
+                self.refuse_now(&fd, c);
+                return;
+            }
+        };
+        let idx = local.index() as u32;
+        let raw = fd.as_raw_fd();
+        let mut conn = Conn::new(self.global(local), fd, now);
+        if admitted {
+            c.add(Counter::Accepted, 1);
+        } else {
+            c.add(Counter::Refused, 1);
+            conn.st.admitted = false;
+            conn.st.opened = true;
+            let io = self.io(c);
+            conn.st.begin_close(&io, Some((ErrorCode::ServerFull, 0)));
+        }
+        *self.slots[idx as usize].lock() = Some(conn);
+        self.gens[idx as usize].store(local.generation(), Ordering::Release);
+        self.high.fetch_max(idx + 1, Ordering::AcqRel);
+        self.live.fetch_add(1, Ordering::AcqRel);
+        if let Err(e) = self.epoll.add(raw, epoll::IN | epoll::OUT | epoll::RDHUP | epoll::ET, local.to_u64())
+        {
+            log::warn!("epoll add failed: {e}");
+        }
+        log::trace!("accepted {} (admitted: {admitted})", self.global(local));
+        self.schedule(idx, if admitted { DEAL } else { SEND | DEAL }, touched);
+    }
+
+    fn refuse_now(&self, fd: &OwnedFd, c: &Counters) {
+        let (bytes, n) = codec::error_frame(ErrorCode::ServerFull, 0);
+        let _ = crate::sys::write(fd.as_raw_fd(), &bytes[..n]);
+        let _ = socket::shutdown_write(fd.as_raw_fd());
+        c.add(Counter::Refused, 1);
+        c.add(Counter::FramesOut, 1);
+        c.error_sent(ErrorCode::ServerFull);
+    }
+
+    // ----- receive -----
+
+    /// The receive role over a batch of slots.
+    pub fn receive_batch(&self, batch: &[u32], c: &Counters, touched: &mut Sched) {
+        let io = self.io(c);
+        for &idx in batch {
+            self.doors.leave(idx, door::READ);
+            let rdhup = self.doors.leave(idx, door::RDHUP);
+            let s = match self.slots[idx as usize].lock().as_mut() {
+                Some(conn) => conn.receive(&io, rdhup),
+                None => 0,
+            };
+            self.schedule(idx, s, touched);
+        }
+    }
+
+    // ----- send -----
+
+    /// The send role over a batch of slots.
+    pub fn send_batch(&self, batch: &[u32], c: &Counters, touched: &mut Sched) {
+        let io = self.io(c);
+        for &idx in batch {
+            self.doors.leave(idx, door::SEND);
+            let s = match self.slots[idx as usize].lock().as_mut() {
+                Some(conn) => conn.send(&io, &self.doors, idx),
+                None => 0,
+            };
+            self.schedule(idx, s, touched);
+        }
+    }
+
+    // ----- deal -----
+
+    /// The deal role over a batch of slots.
+    pub fn deal_batch<S: Service>(&self, batch: &[u32], service: &mut S, env: &mut DealEnv) {
+        let counters = env.counters.clone();
+        let io = self.io(&counters);
+        for &idx in batch {
+            self.doors.leave(idx, door::DEAL);
+            self.deal_one(idx, service, env, &io);
+        }
+    }
+
+    fn deal_one<S: Service>(&self, idx: u32, service: &mut S, env: &mut DealEnv, io: &Io<'_>) {
+        let mut slot = self.slots[idx as usize].lock();
+        let Some(conn) = slot.as_mut() else { return };
+        if conn.st.phase == Phase::Dead {
+            let conn = slot.take();
+            drop(slot);
+            if let Some(conn) = conn {
+                self.free(idx, conn, service, env);
+            }
+            return;
+        }
+        let Conn { inb, st } = conn;
+        let mut sched = 0;
+        if !st.opened {
+            st.opened = true;
+            let mut cx = Cx { shard: self, idx, st, env, io, sched: 0 };
+            service.on_open(&mut cx);
+            sched |= cx.sched;
+        }
+        if st.phase == Phase::Open {
+            let decoder = &io.p.decoder;
+            while inb.has_frames() && st.phase == Phase::Open && st.out.len() <= io.p.high {
+                let Some(frame) = codec::decode(decoder, inb.frames()) else { break };
+                let len = frame.wire_len();
+                let mut cx = Cx { shard: self, idx, st: &mut *st, env: &mut *env, io, sched: 0 };
+                let ctl = handle_frame(service, &mut cx, &frame);
+                sched |= cx.sched;
+                inb.consume(len);
+                match ctl {
+                    Control::Continue => {}
+                    Control::Bye => sched |= st.begin_close(io, None),
+                    Control::SendFailed(SendError::Full) => sched |= st.slow_consumer(io),
+                    Control::SendFailed(e) => {
+                        log::debug!("{}: reply not queued ({e}), closing", st.id);
+                        sched |= st.begin_close(io, None);
+                    }
+                }
+            }
+            if st.phase == Phase::Open && !inb.has_frames() {
+                if let Some(r) = st.refusal.take() {
+                    log::debug!("{}: refusing header ({:?})", st.id, r.code);
+                    sched |= st.begin_close(io, Some((r.code, r.seq)));
+                } else if st.peer_eof {
+                    sched |= st.begin_close(io, None);
+                } else if io.stopping && st.stop_read_done {
+                    sched |= st.begin_close(io, Some((ErrorCode::ShuttingDown, 0)));
+                }
+            }
+        }
+        if st.phase != Phase::Open {
+            inb.clear();
+        } else if st.more_input && !st.paused && !inb.has_frames() {
+            st.more_input = false;
+            sched |= READ;
+        }
+        inb.release_if_empty(io.in_pool);
+        st.after_output(io);
+        if !st.out.is_empty() {
+            sched |= SEND;
+        }
+        self.arm_check(st, env);
+        drop(slot);
+        self.schedule(idx, sched, &mut env.touched);
+    }
+
+    fn arm_check(&self, st: &mut ConnState, env: &mut DealEnv) {
+        if let Some(ms) = st.next_check(&self.server.params) {
+            let tick = tick_of(ms);
+            if tick < st.check_at {
+                st.check_at = tick;
+                env.wheel.insert(tick, TimerEntry { id: st.id, kind: TimerKind::Check { tick } });
+            }
+        }
+    }
+
+    fn free<S: Service>(&self, idx: u32, conn: Conn, service: &mut S, env: &mut DealEnv) {
+        let id = conn.st.id;
+        let local = ConnId::new(idx, id.generation());
+        self.ids.lock().remove(local);
+        self.live.fetch_sub(1, Ordering::AcqRel);
+        if conn.st.admitted {
+            self.server.admitted.fetch_sub(1, Ordering::AcqRel);
+            env.counters.add(Counter::Closed, 1);
+        }
+        drop(conn);
+        log::trace!("closed {id}");
+        service.on_close(id);
+    }
+
+    /// Queues a frame on slot `local` of this shard (for `send_to`/`broadcast` from a handler of
+    /// another connection). `to` checks the generation; `None` means "whoever is open there".
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn push_local(
+        &self,
+        local: u32,
+        to: Option<ConnId>,
+        kind: u16,
+        seq: u32,
+        body: &[u8],
+        io: &Io<'_>,
+        env: &mut DealEnv,
+    ) -> Result<(), SendError> {
+        let Some(slot) = self.slots.get(local as usize) else { return Err(SendError::Closed) };
+        let mut slot = slot.lock();
+        let Some(conn) = slot.as_mut() else { return Err(SendError::Closed) };
+        let st = &mut conn.st;
+        if to.is_some_and(|to| to != st.id) || st.phase != Phase::Open || !st.admitted {
+            return Err(SendError::Closed);
+        }
+        let mut sched = 0;
+        let result = match st.push_frame(io, kind, seq, body) {
+            Ok(()) => {
+                st.after_output(io);
+                sched |= SEND;
+                Ok(())
+            }
+            Err(e) => {
+                sched |= st.slow_consumer(io);
+                Err(e)
+            }
+        };
+        self.arm_check(st, env);
+        drop(slot);
+        self.schedule(local, sched, &mut env.touched);
+        result
+    }
+
+    /// Sends a frame to a connection of another shard through its inbox.
+    pub(crate) fn send_remote(&self, shard: usize, msg: Remote) -> Result<(), SendError> {
+        let target = self.server.shards.get().and_then(|s| s.get(shard)).and_then(Weak::upgrade);
+        match target {
+            Some(t) => {
+                t.inbox.lock().push(msg);
+                t.deal_waker.wake();
+                Ok(())
+            }
+            None => Err(SendError::Closed),
+        }
+    }
+
+    /// Queues a broadcast on every other shard; returns their open connections.
+    pub(crate) fn broadcast_remote(&self, kind: u16, seq: u32, body: &[u8]) -> usize {
+        let Some(shards) = self.server.shards.get() else { return 0 };
+        let mut n = 0;
+        for (i, shard) in shards.iter().enumerate() {
+            if i == self.index {
+                continue;
+            }
+            if let Some(t) = shard.upgrade() {
+                n += t.live();
+                t.inbox.lock().push(Remote::Broadcast { kind, seq, body: body.to_vec() });
+                t.deal_waker.wake();
+            }
+        }
+        n
+    }
+
+    /// Whether messages from other shards wait.
+    pub fn inbox_pending(&self) -> bool {
+        !self.inbox.lock().is_empty()
+    }
+
+    /// Deal role: delivers inbox messages from other shards.
+    pub fn run_inbox(&self, env: &mut DealEnv) {
+        {
+            let mut inbox = self.inbox.lock();
+            if inbox.is_empty() {
+                return;
+            }
+            std::mem::swap(&mut *inbox, &mut env.remote);
+        }
+        let counters = env.counters.clone();
+        let io = self.io(&counters);
+        let mut msgs = std::mem::take(&mut env.remote);
+        for msg in msgs.drain(..) {
+            match msg {
+                Remote::SendTo { to, kind, seq, body } => {
+                    let (_, local) = split_index(to.index());
+                    let _ = self.push_local(local, Some(to), kind, seq, &body, &io, env);
+                }
+                Remote::Broadcast { kind, seq, body } => {
+                    for local in 0..self.high_index() {
+                        let _ = self.push_local(local, None, kind, seq, &body, &io, env);
+                    }
+                }
+            }
+        }
+        env.remote = msgs;
+    }
+
+    /// Deal role: advances the wheel to now and runs what expired.
+    pub fn run_timers<S: Service>(&self, service: &mut S, env: &mut DealEnv) {
+        if !self.tick_pending.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let counters = env.counters.clone();
+        let io = self.io(&counters);
+        let mut fired = std::mem::take(&mut env.fired);
+        env.wheel.advance(io.now / crate::conn::TICK_MS, &mut fired);
+        for entry in fired.drain(..) {
+            let (_, idx) = split_index(entry.id.index());
+            let mut slot = self.slots[idx as usize].lock();
+            let Some(conn) = slot.as_mut() else { continue };
+            if conn.st.id != entry.id {
+                continue;
+            }
+            let mut sched = 0;
+            match entry.kind {
+                TimerKind::Check { tick } => {
+                    if conn.st.check_at != tick {
+                        continue;
+                    }
+                    sched |= conn.check(&io);
+                }
+                TimerKind::Service { token, gen } => {
+                    let Some(pos) = conn.st.timers.iter().position(|t| *t == (token, gen)) else { continue };
+                    conn.st.timers.swap_remove(pos);
+                    let mut cx = Cx { shard: self, idx, st: &mut conn.st, env: &mut *env, io: &io, sched: 0 };
+                    service.on_timer(&mut cx, token);
+                    sched |= cx.sched;
+                    conn.st.after_output(&io);
+                }
+            }
+            if conn.st.phase != Phase::Dead {
+                self.arm_check(&mut conn.st, env);
+            }
+            drop(slot);
+            self.schedule(idx, sched, &mut env.touched);
+        }
+        env.fired = fired;
+    }
+
+    /// Closes every remaining connection (end of the drain).
+    pub fn close_all(&self) {
+        for slot in self.slots.iter() {
+            slot.lock().take();
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Counters: one set per thread, written only by its thread, summed on demand.
+//!
+//! A counter bump is a relaxed load plus a relaxed store of the thread's own cell: no locked
+//! read-modify-write and no cache line shared between threads on the per-message path. Readers
+//! (STATS, `/metrics`) sum every thread's cells; a sum may be a few events stale, never torn.
+//! `connections_open` is derived: accepted minus closed.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use doorway_core::frame::ErrorCode;
+
+/// One counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Counter {
+    /// Connections admitted.
+    Accepted,
+    /// Connections refused with ERROR 5.
+    Refused,
+    /// Admitted connections closed.
+    Closed,
+    /// Whole frames received.
+    FramesIn,
+    /// Frames queued for sending.
+    FramesOut,
+    /// Bytes read.
+    BytesIn,
+    /// Bytes written.
+    BytesOut,
+    /// ERROR frames sent, code 1 (the next six follow in order).
+    Errors1,
+}
+
+const N_COUNTERS: usize = Counter::Errors1 as usize + 7;
+
+impl Counter {
+    /// The counter for ERROR frames of `code`.
+    pub fn error(code: ErrorCode) -> usize {
+        Counter::Errors1 as usize + code.code() as usize - 1
+    }
+}
+
+/// One thread's counters, cache-line aligned.
+#[repr(align(128))]
+pub struct Counters {
+    cells: [AtomicU64; N_COUNTERS],
+    max_out: AtomicU64,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters { cells: [const { AtomicU64::new(0) }; N_COUNTERS], max_out: AtomicU64::new(0) }
+    }
+}
+
+impl Counters {
+    /// Adds `n` to counter `c` (owner thread only).
+    #[inline]
+    pub fn add(&self, c: Counter, n: u64) {
+        self.add_index(c as usize, n);
+    }
+
+    #[inline]
+    fn add_index(&self, i: usize, n: u64) {
+        let cell = &self.cells[i];
+        cell.store(cell.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+
+    /// Counts one ERROR frame of `code`.
+    #[inline]
+    pub fn error_sent(&self, code: ErrorCode) {
+        self.add_index(Counter::error(code), 1);
+    }
+
+    /// Records a connection's pending output, keeping the maximum.
+    #[inline]
+    pub fn output_level(&self, bytes: usize) {
+        if bytes as u64 > self.max_out.load(Ordering::Relaxed) {
+            self.max_out.store(bytes as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn get(&self, i: usize) -> u64 {
+        self.cells[i].load(Ordering::Relaxed)
+    }
+}
+
+/// Every thread's counters, for summing.
+#[derive(Default, Clone)]
+pub struct Stats {
+    all: Vec<Arc<Counters>>,
+    queues: Vec<(String, Arc<dyn Fn() -> u64 + Send + Sync>)>,
+}
+
+impl Stats {
+    /// A new cell set registered for summing.
+    pub fn register(&mut self) -> Arc<Counters> {
+        let c = Arc::new(Counters::default());
+        self.all.push(c.clone());
+        c
+    }
+
+    /// Registers a queue high-water gauge.
+    pub fn register_queue(&mut self, name: String, read: Arc<dyn Fn() -> u64 + Send + Sync>) {
+        self.queues.push((name, read));
+    }
+
+    /// The sum of counter `c` over threads.
+    pub fn sum(&self, c: Counter) -> u64 {
+        self.sum_index(c as usize)
+    }
+
+    fn sum_index(&self, i: usize) -> u64 {
+        self.all.iter().map(|t| t.get(i)).fold(0, u64::wrapping_add)
+    }
+
+    /// Visits the STATS keys of COMMON.md in order.
+    pub fn visit(&self, visit: &mut dyn FnMut(&str, u64)) {
+        let accepted = self.sum(Counter::Accepted);
+        let closed = self.sum(Counter::Closed);
+        visit("connections_open", accepted.saturating_sub(closed));
+        visit("connections_accepted", accepted);
+        visit("connections_refused", self.sum(Counter::Refused));
+        visit("frames_in", self.sum(Counter::FramesIn));
+        visit("frames_out", self.sum(Counter::FramesOut));
+        visit("bytes_in", self.sum(Counter::BytesIn));
+        visit("bytes_out", self.sum(Counter::BytesOut));
+        const NAMES: [&str; 7] = [
+            "errors_sent_1",
+            "errors_sent_2",
+            "errors_sent_3",
+            "errors_sent_4",
+            "errors_sent_5",
+            "errors_sent_6",
+            "errors_sent_7",
+        ];
+        for (k, name) in NAMES.iter().enumerate() {
+            visit(name, self.sum_index(Counter::Errors1 as usize + k));
+        }
+    }
+
+    /// The counters as Prometheus text exposition.
+    pub fn prometheus(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::with_capacity(2048);
+        let accepted = self.sum(Counter::Accepted);
+        let closed = self.sum(Counter::Closed);
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        };
+        metric(
+            "doorway_connections_open",
+            "gauge",
+            "Admitted connections not yet closed.",
+            accepted - closed.min(accepted),
+        );
+        metric("doorway_connections_accepted_total", "counter", "Connections admitted.", accepted);
+        metric(
+            "doorway_connections_refused_total",
+            "counter",
+            "Connections refused with ERROR 5.",
+            self.sum(Counter::Refused),
+        );
+        metric("doorway_frames_in_total", "counter", "Whole frames received.", self.sum(Counter::FramesIn));
+        metric(
+            "doorway_frames_out_total",
+            "counter",
+            "Frames queued for sending.",
+            self.sum(Counter::FramesOut),
+        );
+        metric("doorway_bytes_in_total", "counter", "Bytes read from clients.", self.sum(Counter::BytesIn));
+        metric(
+            "doorway_bytes_out_total",
+            "counter",
+            "Bytes written to clients.",
+            self.sum(Counter::BytesOut),
+        );
+        let _ = writeln!(s, "# HELP doorway_errors_sent_total ERROR frames sent, by code.");
+        let _ = writeln!(s, "# TYPE doorway_errors_sent_total counter");
+        for code in ErrorCode::ALL {
+            let _ = writeln!(
+                s,
+                "doorway_errors_sent_total{{code=\"{}\"}} {}",
+                code.code(),
+                self.sum_index(Counter::error(code))
+            );
+        }
+        let _ =
+            writeln!(s, "# HELP doorway_queue_high_water Most entries a queue held at once (output: bytes).");
+        let _ = writeln!(s, "# TYPE doorway_queue_high_water gauge");
+        let max_out = self.all.iter().map(|t| t.max_out.load(Ordering::Relaxed)).max().unwrap_or(0);
+        let _ = writeln!(s, "doorway_queue_high_water{{queue=\"output_bytes\"}} {max_out}");
+        let mut names: Vec<&str> = self.queues.iter().map(|(n, _)| n.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            let v = self.queues.iter().filter(|(n, _)| n == name).map(|(_, f)| f()).max().unwrap_or(0);
+            let _ = writeln!(s, "doorway_queue_high_water{{queue=\"{name}\"}} {v}");
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_over_threads() {
+        let mut stats = Stats::default();
+        let a = stats.register();
+        let b = stats.register();
+        a.add(Counter::Accepted, 3);
+        b.add(Counter::Closed, 1);
+        b.error_sent(ErrorCode::ServerFull);
+        let mut seen = Vec::new();
+        stats.visit(&mut |k, v| seen.push((k.to_string(), v)));
+        assert_eq!(seen[0], ("connections_open".to_string(), 2));
+        assert_eq!(seen[11], ("errors_sent_5".to_string(), 1));
+        assert_eq!(seen.len(), 14);
+        let text = stats.prometheus();
+        assert!(text.contains("doorway_errors_sent_total{code=\"5\"} 1"), "{text}");
+        assert!(text.contains("doorway_connections_open 2"), "{text}");
+    }
+}

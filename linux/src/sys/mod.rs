@@ -1,0 +1,54 @@
+//! The only module of doorway-linux with `unsafe`: thin, typed wrappers over the libc calls the
+//! server needs (mio's `sys/unix` shape).
+//!
+//! Every call goes through [`syscall!`], which turns a `-1` return into
+//! `io::Error::last_os_error()`. Every file descriptor is an [`OwnedFd`](std::os::fd::OwnedFd),
+//! so it is closed exactly once, when its owner drops it. Callers above this module never see a raw
+//! pointer; buffers are passed as slices whose lengths bound what the kernel may touch.
+//!
+//! - [`epoll`]: the edge-triggered poller.
+//! - [`socket`]: listening sockets (`SO_REUSEPORT`), `accept4`, reads, `writev`, `shutdown`.
+//! - [`eventfd`], [`timerfd`], [`signalfd`]: the wake-up, tick and signal descriptors.
+//! - [`rlimit`]: raising `RLIMIT_NOFILE`.
+
+/// Calls a libc function and maps a `-1` result to the last OS error.
+macro_rules! syscall {
+    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
+        // SAFETY: the caller of the macro upholds the libc function's contract (documented at each
+        // use); a -1 return is turned into an error before the value is used.
+        let res = unsafe { libc::$fn($($arg),*) };
+        if res == -1 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(res)
+        }
+    }};
+}
+
+pub mod epoll;
+pub mod eventfd;
+pub mod rlimit;
+pub mod signalfd;
+pub mod socket;
+pub mod timerfd;
+
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+/// Wraps a descriptor a successful syscall just returned.
+fn owned(fd: RawFd) -> OwnedFd {
+    // SAFETY: `fd` was just returned by a successful syscall that creates a descriptor, so it is
+    // open and owned by nobody else.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Reads up to `buf.len()` bytes from `fd`; `Ok(0)` is end of stream.
+pub fn read(fd: RawFd, buf: &mut [u8]) -> std::io::Result<usize> {
+    // The kernel writes at most `buf.len()` bytes into memory we exclusively borrow.
+    syscall!(read(fd, buf.as_mut_ptr().cast(), buf.len())).map(|n| n as usize)
+}
+
+/// Writes up to `buf.len()` bytes to `fd`.
+pub fn write(fd: RawFd, buf: &[u8]) -> std::io::Result<usize> {
+    // The kernel reads at most `buf.len()` bytes from memory we borrow.
+    syscall!(write(fd, buf.as_ptr().cast(), buf.len())).map(|n| n as usize)
+}
