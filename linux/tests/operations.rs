@@ -167,8 +167,10 @@ fn metrics_endpoint_serves_prometheus_text() {
     let (status, headers, body) = get_metrics(metrics);
     assert!(status.starts_with("HTTP/1.") && status.contains(" 200"), "{status}");
     assert!(headers.contains("content-type: text/plain"), "{headers}");
+    let open =
+        sample(&body, "doorway_connections_open").unwrap_or_else(|| panic!("no connections_open:\n{body}"));
+    assert!(open >= 1.0, "doorway_connections_open = {open} with a connection open");
     for name in [
-        "doorway_connections_open",
         "doorway_connections_accepted_total",
         "doorway_connections_refused_total",
         "doorway_frames_in_total",

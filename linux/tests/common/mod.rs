@@ -23,12 +23,15 @@ pub const MAIN_MODELS: &[&[&str]] = &[&["--model", "pipeline"], &["--model", "fu
 /// Waits for replies in these tests.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The path of the `doorway` binary under test.
+/// The path of the `doorway` binary under test: `$DOORWAY_BIN` when set (to hold another build
+/// or implementation to the same tests), else the one cargo built for these tests.
 pub fn doorway_bin() -> &'static str {
-    match option_env!("CARGO_BIN_EXE_doorway") {
-        Some(path) => path,
-        None => panic!("the doorway-linux package has no `doorway` binary yet"),
-    }
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| match (std::env::var("DOORWAY_BIN"), option_env!("CARGO_BIN_EXE_doorway")) {
+        (Ok(path), _) => path,
+        (Err(_), Some(path)) => path.to_string(),
+        (Err(_), None) => panic!("the doorway-linux package has no `doorway` binary yet"),
+    })
 }
 
 /// Starts `doorway --listen 127.0.0.1:0 --log-level warn <args>` and waits for its listening line.
