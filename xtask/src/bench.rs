@@ -1,5 +1,724 @@
-//! `cargo xtask bench`: placeholder.
-use crate::util::Result;
-pub fn run(_quick: bool, _args: &[String]) -> Result {
-    Err("bench: not built yet".into())
+//! `cargo xtask bench [--quick] [-- OPTIONS]`: doorway against the tokio peer, side by side.
+//!
+//! Method (DESIGN.md, "Performance"): this 2-core box is noisy, so a comparison is decided only
+//! by alternating rounds (A B A B ...), medians, and the spread of each side printed beside the
+//! ratio. Every measurement starts a fresh server pinned to cpu0 and runs `doorway-bench` pinned
+//! to cpu1 (`taskset`), with `--server-pid` so the bench samples the server's CPU time
+//! (utime + stime, `/proc/PID/stat`) and RSS (`/proc/PID/status`) at the edges of its measured
+//! window: server CPU per message is the client-independent figure.
+//!
+//! The workloads are data ([`scenarios`]); bytes per idle connection is scenario 5's RSS minus
+//! scenario 2's (the same 100 active connections, no idle ones), divided by the idle count, per
+//! round, then the median. doorway's own models (pipeline/fused, 1/2 shards) are compared the
+//! same way on the 100-connection workloads.
+//!
+//! A full run writes `bench/RESULTS.md`; `--quick` (1 round, short windows, 1,000 idle
+//! connections, for CI: no thresholds) writes `target/bench/quick-results.md` instead.
+//!
+//! Options after `--`: `--rounds N`, `--seconds S` (window per run), `--warmup S`, `--idle N`,
+//! `--no-models`, `--self-check` (the peer against itself: shows the noise floor, and works
+//! before doorway is built).
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::util::{cargo, project_root, run as run_cmd, Result};
+
+/// Knobs of one bench invocation.
+#[derive(Debug, Clone)]
+struct Options {
+    quick: bool,
+    rounds: usize,
+    seconds: f64,
+    warmup: f64,
+    idle: usize,
+    models: bool,
+    self_check: bool,
+}
+
+impl Options {
+    fn parse(quick: bool, args: &[String]) -> Result<Options> {
+        let mut o = if quick {
+            Options {
+                quick,
+                rounds: 1,
+                seconds: 0.5,
+                warmup: 0.1,
+                idle: 1_000,
+                models: true,
+                self_check: false,
+            }
+        } else {
+            Options {
+                quick,
+                rounds: 5,
+                seconds: 2.0,
+                warmup: 0.3,
+                idle: 10_000,
+                models: true,
+                self_check: false,
+            }
+        };
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            let mut value = || it.next().ok_or_else(|| format!("bench: {flag} needs a value"));
+            match flag.as_str() {
+                "--rounds" => o.rounds = value()?.parse()?,
+                "--seconds" => o.seconds = value()?.parse()?,
+                "--warmup" => o.warmup = value()?.parse()?,
+                "--idle" => o.idle = value()?.parse()?,
+                "--no-models" => o.models = false,
+                "--self-check" => o.self_check = true,
+                other => return Err(format!("bench: unknown option `{other}`").into()),
+            }
+        }
+        if o.rounds == 0 || !(o.seconds > 0.0 && o.seconds <= 600.0) || !(0.0..=60.0).contains(&o.warmup) {
+            return Err("bench: --rounds >= 1, 0 < --seconds <= 600, 0 <= --warmup <= 60".into());
+        }
+        Ok(o)
+    }
+}
+
+/// A server under test: how to start it and how it announces its address.
+#[derive(Debug, Clone)]
+struct ServerSpec {
+    label: String,
+    program: PathBuf,
+    args: Vec<String>,
+    banner: &'static str,
+}
+
+impl ServerSpec {
+    fn doorway(bin: &Path, model: &str, shards: u32) -> ServerSpec {
+        let label = if model == "pipeline" && shards == 1 {
+            "doorway".to_string()
+        } else {
+            format!("doorway {model}/{shards}")
+        };
+        ServerSpec {
+            label,
+            program: bin.join("doorway"),
+            args: ["--listen", "127.0.0.1:0", "--model", model, "--shards", &shards.to_string()]
+                .into_iter()
+                .chain(["--max-connections", "19000", "--log-level", "warn"])
+                .map(String::from)
+                .collect(),
+            banner: "doorway listening on ",
+        }
+    }
+
+    fn peer(bin: &Path, label: &str) -> ServerSpec {
+        ServerSpec {
+            label: label.to_string(),
+            program: bin.join("doorway-peer"),
+            args: vec!["--listen".into(), "127.0.0.1:0".into()],
+            banner: "doorway-peer listening on ",
+        }
+    }
+}
+
+/// A running server, ended by its PID on drop.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(spec: &ServerSpec, pin: Option<&str>, log_dir: &Path) -> Result<Server> {
+        let mut cmd = match pin {
+            Some(cpu) => {
+                let mut cmd = Command::new("taskset");
+                cmd.args(["-c", cpu]).arg(&spec.program);
+                cmd
+            }
+            None => Command::new(&spec.program),
+        };
+        let log =
+            std::fs::File::create(log_dir.join(format!("{}.stderr", spec.label.replace(['/', ' '], "-"))))?;
+        cmd.args(&spec.args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
+        let mut child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", spec.program.display()))?;
+        let stdout = child.stdout.take().ok_or("no stdout pipe")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = tx.send(lines.next());
+            // Keep draining so the server never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let mut server = Server { child, addr: String::new() };
+        let line = match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Some(Ok(line))) => line,
+            _ => return Err(format!("{} printed no startup line within 10 s", spec.label).into()),
+        };
+        let rest = line
+            .strip_prefix(spec.banner)
+            .ok_or_else(|| format!("{}: unexpected startup line {line:?}", spec.label))?;
+        server.addr = rest.split_whitespace().next().unwrap_or_default().to_string();
+        Ok(server)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within 5 s.
+    fn stop(mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        eprintln!("bench: server {} ignored SIGTERM for 5 s; killing it", self.pid());
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// One workload: the bench arguments (beyond address, window and server PID).
+#[derive(Debug, Clone)]
+struct Scenario {
+    id: &'static str,
+    title: String,
+    args: Vec<String>,
+    metrics: &'static [Metric],
+}
+
+/// A figure read from (or derived from) the bench's JSON line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Metric {
+    Rate,
+    ConnRate,
+    P50,
+    P99,
+    CpuPerMsg,
+    MbPerS,
+    RssKib,
+    BytesPerIdle,
+}
+
+impl Metric {
+    fn name(self) -> &'static str {
+        match self {
+            Metric::Rate => "msgs/s",
+            Metric::ConnRate => "conns/s",
+            Metric::P50 => "p50 latency",
+            Metric::P99 => "p99 latency",
+            Metric::CpuPerMsg => "server CPU/msg",
+            Metric::MbPerS => "MB/s (each way)",
+            Metric::RssKib => "server RSS",
+            Metric::BytesPerIdle => "bytes/idle conn",
+        }
+    }
+
+    fn json_key(self) -> &'static str {
+        match self {
+            Metric::Rate | Metric::ConnRate => "msgs_per_s",
+            Metric::P50 => "p50_ns",
+            Metric::P99 => "p99_ns",
+            Metric::CpuPerMsg => "server_cpu_ns_per_msg",
+            Metric::MbPerS => "mb_per_s",
+            Metric::RssKib => "server_rss_kib",
+            Metric::BytesPerIdle => "",
+        }
+    }
+
+    fn show(self, v: f64) -> String {
+        match self {
+            Metric::Rate | Metric::ConnRate => si(v),
+            Metric::P50 | Metric::P99 => {
+                if v < 10_000.0 {
+                    format!("{v:.0} ns")
+                } else if v < 10_000_000.0 {
+                    format!("{:.1} us", v / 1e3)
+                } else {
+                    format!("{:.1} ms", v / 1e6)
+                }
+            }
+            Metric::CpuPerMsg => {
+                if v < 10_000.0 {
+                    format!("{v:.0} ns")
+                } else {
+                    format!("{:.1} us", v / 1e3)
+                }
+            }
+            Metric::MbPerS => format!("{v:.0}"),
+            Metric::RssKib => format!("{:.1} MiB", v / 1024.0),
+            Metric::BytesPerIdle => format!("{v:.0} B"),
+        }
+    }
+}
+
+fn si(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2}M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1}k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+/// The issue's six workloads (5 and 6 in two runs each).
+fn scenarios(idle: usize) -> Vec<Scenario> {
+    use Metric::*;
+    vec![
+        Scenario {
+            id: "1",
+            title: "1 conn ping-pong, 64 B".into(),
+            args: strings(&["--connections", "1", "--in-flight", "1"]),
+            metrics: &[Rate, P50, P99, CpuPerMsg],
+        },
+        Scenario {
+            id: "2",
+            title: "100 conns ping-pong, 64 B".into(),
+            args: strings(&["--connections", "100", "--in-flight", "1"]),
+            metrics: &[Rate, P99, CpuPerMsg, RssKib],
+        },
+        Scenario {
+            id: "3",
+            title: "100 conns x 16 in flight, 64 B".into(),
+            args: strings(&["--connections", "100", "--in-flight", "16"]),
+            metrics: &[Rate, P99, CpuPerMsg],
+        },
+        Scenario {
+            id: "4",
+            title: "new connections (connect, echo, close)".into(),
+            args: strings(&["--connect-rate", "--connections", "4"]),
+            metrics: &[ConnRate, P99, CpuPerMsg],
+        },
+        Scenario {
+            id: "5",
+            title: format!("{idle} idle + 100 active ping-pong"),
+            args: strings(&["--connections", "100", "--in-flight", "1", "--idle", &idle.to_string()]),
+            metrics: &[Rate, RssKib, BytesPerIdle],
+        },
+        Scenario {
+            id: "6a",
+            title: "1 KiB bodies, 100 conns x 4".into(),
+            args: strings(&["--connections", "100", "--in-flight", "4", "--body-size", "1024"]),
+            metrics: &[MbPerS, CpuPerMsg],
+        },
+        Scenario {
+            id: "6b",
+            title: "16 KiB bodies, 100 conns x 4".into(),
+            args: strings(&["--connections", "100", "--in-flight", "4", "--body-size", "16384"]),
+            metrics: &[MbPerS, CpuPerMsg],
+        },
+    ]
+}
+
+/// One run's JSON line, or why it has none.
+#[derive(Debug, Clone)]
+struct Sample {
+    json: String,
+}
+
+impl Sample {
+    /// A numeric field of the flat JSON object.
+    fn get(&self, key: &str) -> Option<f64> {
+        let pat = format!("\"{key}\":");
+        let start = self.json.find(&pat)? + pat.len();
+        let rest = &self.json[start..];
+        let end = rest.find([',', '}']).unwrap_or(rest.len());
+        rest[..end].trim().parse().ok()
+    }
+}
+
+/// Measurements per (scenario id, server label): one sample per round.
+#[derive(Default)]
+struct Results {
+    samples: Vec<(String, String, Sample)>,
+    problems: Vec<String>,
+}
+
+impl Results {
+    fn values(&self, scenario: &str, server: &str, metric: Metric) -> Vec<f64> {
+        if metric == Metric::BytesPerIdle {
+            return self.bytes_per_idle(server);
+        }
+        self.of(scenario, server).filter_map(|s| s.get(metric.json_key())).collect()
+    }
+
+    fn of<'a>(&'a self, scenario: &'a str, server: &'a str) -> impl Iterator<Item = &'a Sample> + 'a {
+        self.samples.iter().filter(move |(sc, sv, _)| sc == scenario && sv == server).map(|(_, _, s)| s)
+    }
+
+    /// Per round: (RSS with idle connections - RSS without) / idle connections, in bytes.
+    fn bytes_per_idle(&self, server: &str) -> Vec<f64> {
+        let with: Vec<&Sample> = self.of("5", server).collect();
+        let without: Vec<&Sample> = self.of("2", server).collect();
+        with.iter()
+            .zip(without)
+            .filter_map(|(w, wo)| {
+                let idle = w.get("idle_open")?;
+                (idle > 0.0).then_some((w.get("server_rss_kib")? - wo.get("server_rss_kib")?) * 1024.0 / idle)
+            })
+            .collect()
+    }
+}
+
+fn median(values: &[f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let mid = v.len() / 2;
+    Some(if v.len() % 2 == 1 { v[mid] } else { (v[mid - 1] + v[mid]) / 2.0 })
+}
+
+fn spread(metric: Metric, values: &[f64]) -> String {
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if values.len() < 2 {
+        String::new()
+    } else {
+        format!("{}..{}", metric.show(min), metric.show(max))
+    }
+}
+
+/// The harness: binaries, pinning, log directory, and the collected results.
+struct Bench {
+    opts: Options,
+    bench_bin: PathBuf,
+    server_cpu: Option<&'static str>,
+    client_cpu: Option<&'static str>,
+    log_dir: PathBuf,
+    results: Results,
+}
+
+impl Bench {
+    /// One measurement: a fresh server, one bench run against it, the server stopped.
+    fn measure(&mut self, scenario: &Scenario, spec: &ServerSpec) -> Result {
+        let server = Server::start(spec, self.server_cpu, &self.log_dir)?;
+        let mut cmd = match self.client_cpu {
+            Some(cpu) => {
+                let mut cmd = Command::new("taskset");
+                cmd.args(["-c", cpu]).arg(&self.bench_bin);
+                cmd
+            }
+            None => Command::new(&self.bench_bin),
+        };
+        cmd.args(["--addr", &server.addr, "--json", "--progress", "0"])
+            .args(["--server-pid", &server.pid().to_string()])
+            .args(["--duration", &self.opts.seconds.to_string(), "--warmup", &self.opts.warmup.to_string()])
+            .args(&scenario.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let budget = Duration::from_secs_f64(self.opts.seconds + self.opts.warmup + 90.0);
+        let out = wait_bounded(cmd.spawn()?, budget)?;
+        server.stop();
+        let json = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let sample = Sample { json };
+        let errors = sample.get("errors");
+        if errors != Some(0.0) {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let detail = stderr.lines().find(|l| l.trim_start().starts_with("errors")).unwrap_or("no report");
+            self.results.problems.push(format!(
+                "scenario {} on {}: {}",
+                scenario.id,
+                spec.label,
+                detail.trim()
+            ));
+        }
+        if sample.get("messages").is_some() {
+            self.results.samples.push((scenario.id.to_string(), spec.label.clone(), sample));
+        }
+        Ok(())
+    }
+
+    /// Rounds of A B A B ... for each scenario.
+    fn compare(&mut self, scenarios: &[Scenario], specs: &[ServerSpec]) -> Result {
+        for scenario in scenarios {
+            let started = Instant::now();
+            for _ in 0..self.opts.rounds {
+                for spec in specs {
+                    self.measure(scenario, spec)?;
+                }
+            }
+            eprintln!(
+                "bench: scenario {} ({}) done in {:.1} s",
+                scenario.id,
+                scenario.title,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Ok(())
+    }
+
+    /// A markdown table of every scenario's metrics for the given servers, with ratios a/b.
+    fn table(&self, scenarios: &[Scenario], a: &str, b: &str) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "| # | workload | metric | {a} | spread | {b} | spread | {a}/{b} |");
+        let _ = writeln!(s, "|---|---|---|---:|---|---:|---|---:|");
+        for scenario in scenarios {
+            for &metric in scenario.metrics {
+                let (va, vb) = (
+                    self.results.values(scenario.id, a, metric),
+                    self.results.values(scenario.id, b, metric),
+                );
+                let (ma, mb) = (median(&va), median(&vb));
+                let show = |m: Option<f64>| m.map_or("n/a".to_string(), |v| metric.show(v));
+                let ratio = match (ma, mb) {
+                    (Some(x), Some(y)) if y != 0.0 => format!("{:.2}", x / y),
+                    _ => "n/a".into(),
+                };
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                    scenario.id,
+                    scenario.title,
+                    metric.name(),
+                    show(ma),
+                    spread(metric, &va),
+                    show(mb),
+                    spread(metric, &vb),
+                    ratio
+                );
+            }
+        }
+        s
+    }
+
+    fn ratio(&self, scenario: &str, metric: Metric, a: &str, b: &str) -> Option<f64> {
+        let x = median(&self.results.values(scenario, a, metric))?;
+        let y = median(&self.results.values(scenario, b, metric))?;
+        (y != 0.0).then_some(x / y)
+    }
+
+    /// The issue's targets, each met or missed, as markdown lines.
+    fn targets(&self, a: &str, b: &str) -> String {
+        let mut s = String::new();
+        let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+        let mut line = |what: &str, value: Option<f64>, shown: String, ok: fn(f64) -> bool| {
+            let v = match value {
+                Some(v) => format!("{shown} -> {}", verdict(ok(v))),
+                None => "not measured".to_string(),
+            };
+            let _ = writeln!(s, "- {what}: {v}");
+        };
+        let r = self.ratio("3", Metric::CpuPerMsg, a, b);
+        line("server CPU/msg pipelined <= 0.8x peer (scenario 3)", r, fmt_ratio(r), |v| v <= 0.8);
+        let r = self.ratio("2", Metric::CpuPerMsg, a, b);
+        line("server CPU/msg ping-pong <= 1.0x peer (scenario 2)", r, fmt_ratio(r), |v| v <= 1.0);
+        let r = self.ratio("1", Metric::P50, a, b);
+        line("1-connection p50 <= 1.1x peer (scenario 1)", r, fmt_ratio(r), |v| v <= 1.1);
+        let m = median(&self.results.values("3", a, Metric::Rate));
+        line("> 1,000,000 msgs/s pipelined (scenario 3)", m, m.map(si).unwrap_or_default(), |v| v > 1e6);
+        let r = self.ratio("5", Metric::BytesPerIdle, a, b);
+        line("bytes per idle connection <= 0.25x peer (scenario 5)", r, fmt_ratio(r), |v| v <= 0.25);
+        s
+    }
+}
+
+fn fmt_ratio(r: Option<f64>) -> String {
+    r.map(|v| format!("{v:.2}x")).unwrap_or_default()
+}
+
+/// Waits for `child` at most `budget`, then kills it; returns its output.
+fn wait_bounded(mut child: Child, budget: Duration) -> Result<std::process::Output> {
+    let deadline = Instant::now() + budget;
+    // Read the pipes on threads so a chatty child cannot block on a full pipe.
+    let mut stdout = child.stdout.take().ok_or("no stdout pipe")?;
+    let mut stderr = child.stderr.take().ok_or("no stderr pipe")?;
+    let out_thread = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stdout, &mut v);
+        v
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stderr, &mut v);
+        v
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("doorway-bench ran past its {budget:?} budget and was killed").into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let stdout = out_thread.join().unwrap_or_default();
+    let stderr = err_thread.join().unwrap_or_default();
+    Ok(std::process::Output { status, stdout, stderr })
+}
+
+/// Cores, kernel and CPU model, for the results file.
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown".into());
+    format!("{cores} cores, {cpu}, Linux {}", kernel.trim())
+}
+
+fn now_utc() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| project_root().join("target"))
+}
+
+/// `cargo xtask bench --quick`, the CI job.
+pub fn quick() -> Result {
+    run(true, &[])
+}
+
+pub fn run(quick: bool, args: &[String]) -> Result {
+    let opts = Options::parse(quick, args)?;
+    let wall = Instant::now();
+    let mut build = cargo();
+    build.args(["build", "--release", "-p", "doorway-peer", "-p", "doorway-linux", "--bin", "doorway-peer"]);
+    build.args(["--bin", "doorway-bench"]);
+    if !opts.self_check {
+        build.args(["--bin", "doorway"]);
+    }
+    run_cmd(&mut build)?;
+    let bin = target_dir().join("release");
+    let log_dir = target_dir().join("bench");
+    std::fs::create_dir_all(&log_dir)?;
+
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pin = cores >= 2 && crate::util::have("taskset");
+    if !pin {
+        eprintln!(
+            "bench: WARNING: not pinning (cores: {cores}, taskset found: {})",
+            crate::util::have("taskset")
+        );
+    }
+    let mut bench = Bench {
+        opts: opts.clone(),
+        bench_bin: bin.join("doorway-bench"),
+        server_cpu: pin.then_some("0"),
+        client_cpu: pin.then_some("1"),
+        log_dir,
+        results: Results::default(),
+    };
+    let (a, b) = if opts.self_check { ("peer A", "peer B") } else { ("doorway", "peer") };
+    let main_specs = if opts.self_check {
+        vec![ServerSpec::peer(&bin, a), ServerSpec::peer(&bin, b)]
+    } else {
+        vec![ServerSpec::doorway(&bin, "pipeline", 1), ServerSpec::peer(&bin, b)]
+    };
+    let all = scenarios(opts.idle);
+    bench.compare(&all, &main_specs)?;
+
+    let mut out = String::new();
+    let _ = writeln!(out, "# doorway benchmark results\n");
+    let _ = writeln!(out, "- date: {}", now_utc());
+    let _ = writeln!(out, "- machine: {}", machine());
+    let _ = writeln!(
+        out,
+        "- method: `cargo xtask bench{}`: {} round(s) of {} s (+{} s warm-up) per server, alternating; \
+         server on cpu0, doorway-bench on cpu1; medians, spread = min..max over rounds; CPU/msg from \
+         /proc utime+stime over the window",
+        if opts.quick { " --quick" } else { "" },
+        opts.rounds,
+        opts.seconds,
+        opts.warmup
+    );
+    let _ = writeln!(out, "\n## {a} vs {b}\n");
+    out.push_str(&bench.table(&all, a, b));
+    let _ = writeln!(out, "\nTargets (issue 4):\n");
+    out.push_str(&bench.targets(a, b));
+
+    if opts.models && !opts.self_check {
+        let models: Vec<ServerSpec> = [("pipeline", 1), ("fused", 1), ("pipeline", 2), ("fused", 2)]
+            .into_iter()
+            .map(|(m, s)| ServerSpec::doorway(&bin, m, s))
+            .collect();
+        let model_scenarios: Vec<Scenario> = all
+            .iter()
+            .filter(|s| if opts.quick { s.id == "3" } else { s.id == "2" || s.id == "3" })
+            .cloned()
+            .collect();
+        // Fresh results so the main table's doorway samples do not mix in.
+        let saved = std::mem::take(&mut bench.results);
+        bench.compare(&model_scenarios, &models)?;
+        let _ = writeln!(out, "\n## doorway's models (pipeline/fused x 1/2 shards, all on cpu0)\n");
+        let labels: Vec<String> = models.iter().map(|m| m.label.clone()).collect();
+        let _ = writeln!(out, "| # | workload | metric | {} |", labels.join(" | "));
+        let _ = writeln!(out, "|---|---|---|{}", "---:|".repeat(labels.len()));
+        for scenario in &model_scenarios {
+            for metric in [Metric::Rate, Metric::CpuPerMsg, Metric::P99] {
+                let cells: Vec<String> = labels
+                    .iter()
+                    .map(|l| {
+                        median(&bench.results.values(scenario.id, l, metric))
+                            .map_or("n/a".into(), |v| metric.show(v))
+                    })
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} |",
+                    scenario.id,
+                    scenario.title,
+                    metric.name(),
+                    cells.join(" | ")
+                );
+            }
+        }
+        let mut model_results = std::mem::replace(&mut bench.results, saved);
+        bench.results.problems.append(&mut model_results.problems);
+    }
+    if !bench.results.problems.is_empty() {
+        let _ = writeln!(out, "\nRuns with errors (their figures are suspect):\n");
+        for p in &bench.results.problems {
+            let _ = writeln!(out, "- {p}");
+        }
+    }
+    let _ = writeln!(out, "\nWall time: {:.0} s.", wall.elapsed().as_secs_f64());
+    println!("{out}");
+    let path = if opts.quick {
+        target_dir().join("bench/quick-results.md")
+    } else {
+        project_root().join("bench/RESULTS.md")
+    };
+    std::fs::write(&path, &out)?;
+    eprintln!("bench: results written to {}", path.display());
+    // Every workload must have produced a figure on both sides: that is what proves the harness.
+    let missing: Vec<String> = all
+        .iter()
+        .flat_map(|sc| main_specs.iter().map(move |sp| (sc, sp)))
+        .filter(|(sc, sp)| bench.results.of(sc.id, &sp.label).next().is_none())
+        .map(|(sc, sp)| format!("{} on {}", sc.id, sp.label))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!("bench: no result for {}", missing.join(", ")).into());
+    }
+    Ok(())
 }

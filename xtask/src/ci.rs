@@ -17,6 +17,11 @@ pub const JOBS: &[Job] = &[
     Job { name: "fmt", about: "cargo fmt --check", run: fmt },
     Job { name: "clippy", about: "clippy, warnings denied", run: clippy },
     Job { name: "host-tests", about: "all host tests (unit, property, integration)", run: host_tests },
+    Job {
+        name: "bench-quick",
+        about: "cargo xtask bench --quick (harness check, no thresholds)",
+        run: crate::bench::quick,
+    },
 ];
 
 pub fn test(quick: bool) -> Result {
