@@ -46,6 +46,8 @@ pub enum Phase {
 pub struct Slot<const OUT: usize> {
     pub(crate) generation: u32,
     pub(crate) phase: Phase,
+    /// Counted in `connections_open` (admitted and its session not over).
+    pub(crate) admitted: bool,
     pub(crate) out: OutBuf<OUT>,
     pub(crate) waker: WakerRegistration,
     pub(crate) kill: Option<ErrorCode>,
@@ -57,6 +59,7 @@ impl<const OUT: usize> Slot<OUT> {
     const NEW: Slot<OUT> = Slot {
         generation: 0,
         phase: Phase::Free,
+        admitted: false,
         out: OutBuf::NEW,
         waker: WakerRegistration::new(),
         kill: None,
@@ -164,6 +167,7 @@ impl<const N: usize, const OUT: usize> Hub<N, OUT> {
     pub(crate) fn open(&mut self, index: usize) -> ConnId {
         let slot = &mut self.slots[index];
         slot.phase = Phase::Open;
+        slot.admitted = true;
         slot.out.clear();
         slot.kill = None;
         slot.close_requested = false;
@@ -173,12 +177,23 @@ impl<const N: usize, const OUT: usize> Hub<N, OUT> {
         slot.id(index)
     }
 
-    /// Frees slot `index`; its id goes stale.
-    pub(crate) fn close(&mut self, index: usize) {
+    /// Ends slot `index`'s session: it no longer counts against `max_connections` (what is left
+    /// is shutting the socket down) and takes no more output from other connections.
+    pub(crate) fn release(&mut self, index: usize) {
         let slot = &mut self.slots[index];
-        if slot.phase != Phase::Free {
+        if slot.admitted {
+            slot.admitted = false;
             self.counters.connections_open = self.counters.connections_open.saturating_sub(1);
         }
+        if slot.phase == Phase::Open {
+            slot.phase = Phase::Closing;
+        }
+    }
+
+    /// Frees slot `index`; its id goes stale.
+    pub(crate) fn close(&mut self, index: usize) {
+        self.release(index);
+        let slot = &mut self.slots[index];
         slot.phase = Phase::Free;
         slot.generation = slot.generation.wrapping_add(1);
         slot.out.clear();

@@ -12,7 +12,7 @@
 //! ```
 //!
 //! - [`server`]: [`serve`], [`Config`], [`Storage`]; the per-connection session loop, admission
-//!   and refusal (a connection beyond `N` is accepted, sent ERROR 5 and closed).
+//!   and refusal (a connection beyond `max_connections` is accepted, sent ERROR 5 and closed).
 //! - [`hub`]: what connections share (output buffers, counters, timers) and [`hub::Cx`], the
 //!   embedded [`Context`](doorway_core::dispatch::Context) handlers see.
 //! - [`out`]: per-connection pending output, whole frames only.
@@ -48,13 +48,14 @@
 //!
 //! impl Service for Counter {}
 //!
-//! /// 2 connections, max_body 256 (frame buffer 268), 512 B output, 512 B socket buffers.
-//! type MyStorage = Storage<2, 268, 536, 512, 512>;
+//! /// 4 sockets for 2 connections, max_body 256 (frame buffer 268), 536 B output, 512 B socket
+//! /// buffers.
+//! type MyStorage = Storage<4, 268, 536, 512, 512>;
 //!
 //! // In firmware: `static STORAGE: StaticCell<MyStorage>` or `ConstStaticCell::new(MyStorage::new())`,
 //! // and an embassy task that owns the stack's runner elsewhere.
 //! async fn server_task(stack: embassy_net::Stack<'static>, storage: &'static mut MyStorage) -> ! {
-//!     let config = Config { port: 7200, ..Config::new() };
+//!     let config = Config { port: 7200, max_connections: 2, ..Config::new() };
 //!     serve(stack, storage, Counter { n: 0 }, config).await
 //! }
 //! # fn main() { let _ = server_task; }

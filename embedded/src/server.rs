@@ -1,20 +1,21 @@
 //! The server loop: one future per socket, all joined in the caller's task.
 //!
 //! ```text
-//! socket i ── accept ─▶ session (read ─▶ Decoder ─▶ handle_frame ─▶ Cx ─▶ OutBuf i ─▶ write)
-//!                        └─ linger (FIN, discard input, bounded) ─▶ abort ─▶ accept again
-//! refuser  ── accept ─▶ ERROR 5 SERVER_FULL ─▶ linger ─▶ accept again
+//! socket i ── accept ─┬─▶ admitted: session (read ─▶ Decoder ─▶ handle_frame ─▶ Cx ─▶ OutBuf i ─▶ write)
+//!                     └─▶ full:     ERROR 5 SERVER_FULL
+//!           ─▶ shut down (FIN, discard input until it is acknowledged, bounded) ─▶ accept again
 //! ```
 //!
 //! # Admission and refusal
 //!
-//! `N` connection sockets listen on the port, then one small refuser socket. smoltcp hands a SYN
-//! to the first listening socket in creation order, and the sockets are created in that order
-//! before any future runs, so the refuser only ever takes a connection when all `N` connection
-//! sockets are busy (admitted and not yet closed). It answers ERROR 5 (`seq` 0), shuts down its
-//! sending side, discards input until the client closes or the linger ends, and listens again. A
-//! connection arriving while the refuser itself is busy finds no listener and is reset by the TCP
-//! stack: refused either way, never left hanging.
+//! All `SOCKETS` sockets listen on the port and are alike. When one accepts, the connection is
+//! admitted if fewer than [`Config::max_connections`] sessions are running, and otherwise answered
+//! ERROR 5 (`seq` 0) on that socket and shut down. A session stops counting the moment it ends,
+//! before its socket finishes closing, so keep a couple of sockets more than `max_connections`:
+//! a client that closes one connection and at once opens the next finds a listening socket even
+//! though the old one is still exchanging FIN and ACK. A connection that arrives while every
+//! socket is busy finds no listener and is reset by the TCP stack: refused either way, never left
+//! hanging.
 //!
 //! # One session
 //!
@@ -27,6 +28,14 @@
 //! Then it waits, in one `select`, for input, for the socket to take output, for another
 //! connection to queue output here (broadcast), or for the next deadline (idle timeout, timer,
 //! write timeout). Nothing in the loop allocates or formats.
+//!
+//! # Closing
+//!
+//! After BYE, an ERROR that closes, or the client's half-close, the session hands every reply
+//! owed to the socket, then the socket sends FIN and input is discarded until the client has
+//! acknowledged all our bytes and the FIN (bounded by [`Config::linger`]); a socket the client
+//! has not closed by then is reset. The replies are in the client's kernel before any reset, so a
+//! reset never destroys them, and a slot is free again within a round trip.
 
 use core::cell::RefCell;
 use core::convert::Infallible;
@@ -35,9 +44,9 @@ use core::task::Poll;
 
 use doorway_core::dispatch::{handle_frame, Context, Control, Service};
 use doorway_core::frame::{self, Decoder, ErrorCode, HEADER_LEN, MAX_ERROR_BODY};
-use embassy_futures::join::{join, join_array};
+use embassy_futures::join::join_array;
 use embassy_futures::poll_once;
-use embassy_futures::select::{select, select4, Either, Either4};
+use embassy_futures::select::{select3, select4, Either3, Either4};
 use embassy_net::tcp::{State, TcpSocket};
 use embassy_net::Stack;
 use embassy_time::{with_timeout, Duration, Instant, Timer};
@@ -50,12 +59,16 @@ use crate::hub::{Hub, Phase};
 pub struct Config {
     /// TCP port to listen on.
     pub port: u16,
+    /// Sessions served at once; a connection beyond them gets ERROR 5. At most the socket count;
+    /// two sockets more than this keep reconnects from being refused (see the module docs).
+    pub max_connections: usize,
     /// Close a connection that sent no complete frame for this long (ERROR 4).
     pub idle_timeout: Duration,
     /// Close a connection whose output stayed above the watermark this long (ERROR 6), and bound
     /// the flush of what is owed before a close.
     pub write_timeout: Duration,
-    /// After a close, how long input is discarded while waiting for the client to close.
+    /// After a close, how long to wait for the client to acknowledge our last bytes and FIN
+    /// (input is discarded meanwhile) before the socket is reset.
     pub linger: Duration,
 }
 
@@ -63,10 +76,11 @@ impl Config {
     /// The protocol's default port.
     pub const DEFAULT_PORT: u16 = 7200;
 
-    /// Defaults: port 7200, idle timeout 60 s, write timeout 5 s, linger 1 s.
+    /// Defaults: port 7200, 4 connections, idle timeout 60 s, write timeout 5 s, linger 1 s.
     pub const fn new() -> Config {
         Config {
             port: Config::DEFAULT_PORT,
+            max_connections: 4,
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(5),
             linger: Duration::from_secs(1),
@@ -79,10 +93,6 @@ impl Default for Config {
         Config::new()
     }
 }
-
-/// Receive and transmit buffers of the refuser socket (it only sends one ERROR frame).
-const REFUSE_RX: usize = 128;
-const REFUSE_TX: usize = 64;
 
 /// The buffers of one connection socket.
 pub struct ConnBuffers<const BUF: usize, const SOCK_RX: usize, const SOCK_TX: usize> {
@@ -97,7 +107,8 @@ impl<const BUF: usize, const SOCK_RX: usize, const SOCK_TX: usize> ConnBuffers<B
 
 /// All memory the server uses, sized at compile time.
 ///
-/// - `N`: connections served at once (one more is refused with ERROR 5).
+/// - `SOCKETS`: TCP sockets; [`Config::max_connections`] of them serve sessions at a time, the
+///   rest refuse (ERROR 5) or finish closing. `max_connections` + 2 is a good count.
 /// - `BUF`: frame buffer per connection = `max_body` + 12 (the header). The embedded default
 ///   `max_body` is 1,024, so `BUF` = 1,036.
 /// - `OUT`: pending output per connection; at least `BUF` (one largest reply), `2 * BUF` lets a
@@ -107,28 +118,31 @@ impl<const BUF: usize, const SOCK_RX: usize, const SOCK_TX: usize> ConnBuffers<B
 ///
 /// Put it in a `static` (its constructor is `const`) so its size shows in the link map.
 pub struct Storage<
-    const N: usize,
+    const SOCKETS: usize,
     const BUF: usize,
     const OUT: usize,
     const SOCK_RX: usize,
     const SOCK_TX: usize,
 > {
-    conns: [ConnBuffers<BUF, SOCK_RX, SOCK_TX>; N],
-    refuse_rx: [u8; REFUSE_RX],
-    refuse_tx: [u8; REFUSE_TX],
-    hub: RefCell<Hub<N, OUT>>,
+    conns: [ConnBuffers<BUF, SOCK_RX, SOCK_TX>; SOCKETS],
+    hub: RefCell<Hub<SOCKETS, OUT>>,
 }
 
-/// The default capacities: 4 connections, `max_body` 1 KiB, 2 KiB output and 1 KiB socket
-/// buffers each (about 21 KiB in all).
-pub type DefaultStorage = Storage<4, 1036, 2072, 1024, 1024>;
+/// The default capacities: 6 sockets (for the default 4 connections), `max_body` 1 KiB, 2 KiB
+/// output and 1 KiB socket buffers each (about 31 KiB in all).
+pub type DefaultStorage = Storage<6, 1036, 2072, 1024, 1024>;
 
-impl<const N: usize, const BUF: usize, const OUT: usize, const SOCK_RX: usize, const SOCK_TX: usize>
-    Storage<N, BUF, OUT, SOCK_RX, SOCK_TX>
+impl<
+        const SOCKETS: usize,
+        const BUF: usize,
+        const OUT: usize,
+        const SOCK_RX: usize,
+        const SOCK_TX: usize,
+    > Storage<SOCKETS, BUF, OUT, SOCK_RX, SOCK_TX>
 {
     /// Rejects impossible capacities at compile time.
     const CHECK: () = {
-        assert!(N >= 1, "at least one connection");
+        assert!(SOCKETS >= 1, "at least one socket");
         assert!(BUF > HEADER_LEN, "BUF is max_body + 12 and must exceed the header");
         assert!(OUT >= BUF, "OUT must hold the largest reply (BUF bytes)");
         assert!(SOCK_RX > 0 && SOCK_TX > 0, "socket buffers cannot be empty");
@@ -138,12 +152,7 @@ impl<const N: usize, const BUF: usize, const OUT: usize, const SOCK_RX: usize, c
     #[allow(clippy::let_unit_value)]
     pub const fn new() -> Self {
         let () = Self::CHECK;
-        Storage {
-            conns: [const { ConnBuffers::NEW }; N],
-            refuse_rx: [0; REFUSE_RX],
-            refuse_tx: [0; REFUSE_TX],
-            hub: RefCell::new(Hub::NEW),
-        }
+        Storage { conns: [const { ConnBuffers::NEW }; SOCKETS], hub: RefCell::new(Hub::NEW) }
     }
 
     /// The largest body a request may carry.
@@ -155,8 +164,13 @@ impl<const N: usize, const BUF: usize, const OUT: usize, const SOCK_RX: usize, c
     }
 }
 
-impl<const N: usize, const BUF: usize, const OUT: usize, const SOCK_RX: usize, const SOCK_TX: usize> Default
-    for Storage<N, BUF, OUT, SOCK_RX, SOCK_TX>
+impl<
+        const SOCKETS: usize,
+        const BUF: usize,
+        const OUT: usize,
+        const SOCK_RX: usize,
+        const SOCK_TX: usize,
+    > Default for Storage<SOCKETS, BUF, OUT, SOCK_RX, SOCK_TX>
 {
     fn default() -> Self {
         Self::new()
@@ -165,18 +179,18 @@ impl<const N: usize, const BUF: usize, const OUT: usize, const SOCK_RX: usize, c
 
 /// Serves `PROTOCOL.md` with `service` on `stack`, forever.
 ///
-/// Waits for the stack's IP configuration, creates `N + 1` TCP sockets in `storage` (see the
-/// module docs on refusal) and runs every connection in the calling task.
+/// Waits for the stack's IP configuration, creates `SOCKETS` TCP sockets in `storage` and runs
+/// every connection in the calling task.
 pub async fn serve<
     S,
-    const N: usize,
+    const SOCKETS: usize,
     const BUF: usize,
     const OUT: usize,
     const SOCK_RX: usize,
     const SOCK_TX: usize,
 >(
     stack: Stack<'_>,
-    storage: &mut Storage<N, BUF, OUT, SOCK_RX, SOCK_TX>,
+    storage: &mut Storage<SOCKETS, BUF, OUT, SOCK_RX, SOCK_TX>,
     service: S,
     config: Config,
 ) -> !
@@ -185,29 +199,27 @@ where
 {
     stack.wait_config_up().await;
     let service = RefCell::new(service);
-    let Storage { conns, refuse_rx, refuse_tx, hub } = storage;
+    let Storage { conns, hub } = storage;
     let hub = &*hub;
-    // Creation order is admission order: connection sockets first, the refuser last.
+    let mut index = 0;
     let sockets = conns.each_mut().map(|bufs| {
         let ConnBuffers { frame, sock_rx, sock_tx } = bufs;
-        (TcpSocket::new(stack, sock_rx, sock_tx), frame)
-    });
-    let refuse_socket = TcpSocket::new(stack, refuse_rx, refuse_tx);
-    let mut index = 0;
-    let conns = sockets.map(|(socket, frame)| {
         index += 1;
-        connection(socket, frame, index - 1, hub, &service, config)
+        connection(TcpSocket::new(stack, sock_rx, sock_tx), frame, index - 1, hub, &service, config)
     });
-    net_trace!("doorway: serving {} connections on port {}", N, config.port);
-    let (_, never) = join(join_array(conns), refuser(refuse_socket, hub, config)).await;
-    match never {}
+    net_trace!("doorway: serving port {} with {} sockets", config.port, SOCKETS);
+    let never = join_array(sockets).await;
+    match never.into_iter().next() {
+        Some(never) => match never {},
+        None => core::future::pending().await,
+    }
 }
 
 /// How a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
-    /// Everything owed was handed to the socket: shut down sending and linger.
-    Linger,
+    /// Everything owed was handed to the socket: send FIN, wait for the acknowledgement.
+    Shut,
     /// The peer reset, or a bound expired: abort.
     Abort,
 }
@@ -227,6 +239,13 @@ async fn connection<S: Service, const N: usize, const BUF: usize, const OUT: usi
             continue;
         }
         socket.set_nagle_enabled(false);
+        let full = hub.borrow().counters.connections_open >= config.max_connections.min(N) as u64;
+        if full {
+            net_debug!("doorway: server full, refusing on socket {}", index);
+            refuse(&mut socket, hub, config).await;
+            shut_down(&mut socket, &mut frame[..], End::Shut, config).await;
+            continue;
+        }
         let id = hub.borrow_mut().open(index);
         net_trace!("doorway: conn {} open", index);
         {
@@ -234,32 +253,66 @@ async fn connection<S: Service, const N: usize, const BUF: usize, const OUT: usi
             service.borrow_mut().on_open(&mut hub.cx(index, Instant::now()));
         }
         let end = session(&mut socket, frame, index, hub, service, config).await;
-        hub.borrow_mut().slots[index].phase = Phase::Closing;
-        if end == End::Linger {
-            linger(&mut socket, &mut frame[..], config).await;
-        }
-        if !matches!(socket.state(), State::Closed | State::TimeWait) {
-            socket.abort();
-            let _ = with_timeout(Duration::from_millis(100), socket.flush()).await;
-        }
+        hub.borrow_mut().release(index);
+        shut_down(&mut socket, &mut frame[..], end, config).await;
         hub.borrow_mut().close(index);
         service.borrow_mut().on_close(id);
         net_trace!("doorway: conn {} closed", index);
     }
 }
 
-/// Shuts down the sending side, then discards input until the client closes or `linger` ends.
-async fn linger(socket: &mut TcpSocket<'_>, scratch: &mut [u8], config: Config) {
-    socket.close();
-    let deadline = Instant::now() + config.linger;
-    loop {
-        match select(socket.read(scratch), Timer::at(deadline)).await {
-            Either::First(Ok(0)) | Either::First(Err(_)) | Either::Second(()) => break,
-            Either::First(Ok(_)) => {}
+/// Answers a connection beyond `max_connections` with ERROR 5 (`seq` 0).
+async fn refuse<const N: usize, const OUT: usize>(
+    socket: &mut TcpSocket<'_>,
+    hub: &RefCell<Hub<N, OUT>>,
+    config: Config,
+) {
+    let mut error = [0u8; HEADER_LEN + MAX_ERROR_BODY];
+    let n = frame::encode_error(&mut error, ErrorCode::ServerFull, 0).unwrap_or(0);
+    {
+        let counters = &mut hub.borrow_mut().counters;
+        counters.connections_refused += 1;
+        counters.errors_sent[ErrorCode::ServerFull as usize - 1] += 1;
+        counters.frames_out += 1;
+        counters.bytes_out += n as u64;
+    }
+    let mut sent = 0;
+    while sent < n {
+        match with_timeout(config.write_timeout, socket.write(&error[sent..n])).await {
+            Ok(Ok(k)) if k > 0 => sent += k,
+            _ => break,
         }
     }
-    // Our replies and FIN are acknowledged, or the bound ends (then the caller aborts).
-    let _ = with_timeout(config.linger, socket.flush()).await;
+}
+
+/// Closes the socket after a session or a refusal. `Shut`: send FIN after what is queued, and
+/// discard input until the client acknowledged it all (bounded by `linger`), then reset a client
+/// that has not closed too. `Abort`: reset at once.
+async fn shut_down(socket: &mut TcpSocket<'_>, scratch: &mut [u8], end: End, config: Config) {
+    if end == End::Shut {
+        socket.close();
+        let deadline = Instant::now() + config.linger;
+        let (mut rd, mut wr) = socket.split();
+        let mut peer_closed = false;
+        loop {
+            let read = async {
+                if peer_closed {
+                    pending().await
+                } else {
+                    rd.read(scratch).await
+                }
+            };
+            match select3(read, wr.flush(), Timer::at(deadline)).await {
+                Either3::First(Ok(0)) | Either3::First(Err(_)) => peer_closed = true,
+                Either3::First(Ok(_)) => {}
+                Either3::Second(_) | Either3::Third(()) => break,
+            }
+        }
+    }
+    if !matches!(socket.state(), State::Closed | State::TimeWait) {
+        socket.abort();
+        let _ = with_timeout(Duration::from_millis(100), socket.flush()).await;
+    }
 }
 
 /// Serves one admitted connection until it must close.
@@ -362,7 +415,7 @@ async fn session<S: Service, const N: usize, const BUF: usize, const OUT: usize>
                 }
             }
             if closing && out.is_empty() {
-                return End::Linger;
+                return End::Shut;
             }
         }
         // The next deadline, and what to do when it passes.
@@ -424,44 +477,6 @@ async fn session<S: Service, const N: usize, const BUF: usize, const OUT: usize>
             Either4::First(Ok(n)) => len += n,
             Either4::First(Err(_)) => return End::Abort,
             Either4::Second(()) | Either4::Third(()) | Either4::Fourth(()) => {}
-        }
-    }
-}
-
-/// Takes connections only when every connection socket is busy, and refuses them (ERROR 5).
-async fn refuser<const N: usize, const OUT: usize>(
-    mut socket: TcpSocket<'_>,
-    hub: &RefCell<Hub<N, OUT>>,
-    config: Config,
-) -> Infallible {
-    let mut error = [0u8; HEADER_LEN + MAX_ERROR_BODY];
-    let n = frame::encode_error(&mut error, ErrorCode::ServerFull, 0).unwrap_or(0);
-    let mut scratch = [0u8; 64];
-    loop {
-        if socket.accept(config.port).await.is_err() {
-            socket.abort();
-            Timer::after_millis(10).await;
-            continue;
-        }
-        net_debug!("doorway: server full, refusing");
-        {
-            let counters = &mut hub.borrow_mut().counters;
-            counters.connections_refused += 1;
-            counters.errors_sent[ErrorCode::ServerFull as usize - 1] += 1;
-            counters.frames_out += 1;
-            counters.bytes_out += n as u64;
-        }
-        let mut sent = 0;
-        while sent < n {
-            match with_timeout(config.write_timeout, socket.write(&error[sent..n])).await {
-                Ok(Ok(k)) if k > 0 => sent += k,
-                _ => break,
-            }
-        }
-        linger(&mut socket, &mut scratch, config).await;
-        if !matches!(socket.state(), State::Closed | State::TimeWait) {
-            socket.abort();
-            let _ = with_timeout(Duration::from_millis(100), socket.flush()).await;
         }
     }
 }

@@ -62,11 +62,13 @@ const fn env_or(value: Option<&str>, default: u64) -> u64 {
 const CONNECTIONS: usize = env_or(option_env!("DOORWAY_CONNECTIONS"), 4) as usize;
 /// Idle timeout in milliseconds.
 const IDLE_TIMEOUT_MS: u64 = env_or(option_env!("DOORWAY_IDLE_TIMEOUT_MS"), 60_000);
+/// Sockets: two more than connections, so a reconnect never waits for the old FIN exchange.
+const SOCKETS: usize = CONNECTIONS + 2;
 /// `max_body` 1 KiB (+ 12-byte header), 2 frames of output, 1 KiB socket buffers.
-type BoardStorage = Storage<CONNECTIONS, 1036, 2072, 1024, 1024>;
+type BoardStorage = Storage<SOCKETS, 1036, 2072, 1024, 1024>;
 
 static STORAGE: ConstStaticCell<BoardStorage> = ConstStaticCell::new(BoardStorage::new());
-static STACK_RESOURCES: StaticCell<StackResources<{ CONNECTIONS + 1 }>> = StaticCell::new();
+static STACK_RESOURCES: StaticCell<StackResources<SOCKETS>> = StaticCell::new();
 static NIC: StaticCell<Lan9118> = StaticCell::new();
 static EXECUTOR: StaticCell<raw::Executor> = StaticCell::new();
 
@@ -158,7 +160,11 @@ async fn net(mut runner: Runner<'static, &'static mut Lan9118>) -> ! {
 
 #[embassy_executor::task]
 async fn server(stack: Stack<'static>) -> ! {
-    let config = Config { idle_timeout: Duration::from_millis(IDLE_TIMEOUT_MS), ..Config::new() };
+    let config = Config {
+        max_connections: CONNECTIONS,
+        idle_timeout: Duration::from_millis(IDLE_TIMEOUT_MS),
+        ..Config::new()
+    };
     info!("doorway listening on 10.0.2.15:{}", config.port);
     serve(stack, STORAGE.take(), Demo, config).await
 }
