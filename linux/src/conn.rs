@@ -119,6 +119,9 @@ pub struct ConnState {
     pub refusal: Option<Refusal>,
     /// The peer shut down its sending side.
     pub peer_eof: bool,
+    /// An epoll edge reported RDHUP/HUP/ERR: read to EOF or EAGAIN, never stop at a short read
+    /// (the FIN's edge is already spent). Sticky until EOF.
+    pub rdhup: bool,
     /// Reading stopped before the socket was drained (buffer full of whole frames).
     pub more_input: bool,
     /// Reading paused by backpressure.
@@ -153,6 +156,7 @@ impl Conn {
                 opened: false,
                 refusal: None,
                 peer_eof: false,
+                rdhup: false,
                 more_input: false,
                 paused: false,
                 stop_read_done: false,
@@ -186,6 +190,8 @@ impl Conn {
                 }
                 let mut sched = 0;
                 self.st.more_input = false;
+                self.st.rdhup |= rdhup;
+                let rdhup = self.st.rdhup;
                 loop {
                     let Some(space) = self.inb.space(io.in_pool) else {
                         self.st.more_input = true;
