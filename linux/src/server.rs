@@ -254,6 +254,13 @@ fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHand
     std::thread::Builder::new().name(name).spawn(f)
 }
 
+/// Pipeline role threads: no wake-up preemption between them (see `sys::sched`).
+fn pipeline_thread() {
+    if let Err(e) = crate::sys::sched::set_batch() {
+        log::debug!("SCHED_BATCH unavailable: {e}");
+    }
+}
+
 /// Iterations a role thread polls its queue before parking (hand-offs that come within a few
 /// microseconds avoid the ~20 us cross-core wake-up).
 const SPIN: u32 = 200;
@@ -326,6 +333,7 @@ fn run_fused<S: Service>(shard: &Shard, mut service: S, counters: Arc<Counters>)
 }
 
 fn run_monitor(shard: &Shard, c: &Counters) {
+    pipeline_thread();
     let mut events = Events::with_capacity(1024);
     loop {
         let mut touched: Sched = 0;
@@ -351,6 +359,7 @@ fn run_monitor(shard: &Shard, c: &Counters) {
 }
 
 fn run_receive(shard: &Shard, c: &Counters) {
+    pipeline_thread();
     let mut batch = Vec::new();
     loop {
         shard.read_q.drain_into(&mut batch);
@@ -370,6 +379,7 @@ fn run_receive(shard: &Shard, c: &Counters) {
 }
 
 fn run_deal<S: Service>(shard: &Shard, mut service: S, counters: Arc<Counters>) {
+    pipeline_thread();
     let mut env = DealEnv::new(counters, shard.server.now());
     let mut batch = Vec::new();
     loop {
@@ -395,6 +405,7 @@ fn run_deal<S: Service>(shard: &Shard, mut service: S, counters: Arc<Counters>) 
 }
 
 fn run_send(shard: &Shard, c: &Counters) {
+    pipeline_thread();
     let mut batch = Vec::new();
     loop {
         shard.send_q.drain_into(&mut batch);

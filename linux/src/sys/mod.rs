@@ -28,6 +28,7 @@ macro_rules! syscall {
 pub mod epoll;
 pub mod eventfd;
 pub mod rlimit;
+pub mod sched;
 pub mod signalfd;
 pub mod socket;
 pub mod timerfd;
