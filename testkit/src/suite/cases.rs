@@ -87,6 +87,12 @@ pub const CASES: &[Case] = &[
         run: half_close,
     },
     Case {
+        name: "owed_replies_survive_close",
+        rule: "closing after an ERROR, a BYE or a half-close first sends every reply owed, even a backlog the client has not read yet",
+        needs: Needs::Nothing,
+        run: owed_replies_survive_close,
+    },
+    Case {
         name: "broadcast",
         rule: "BROADCAST reaches every open connection, sender included, as kind 65 seq 0, in the sender's reply order",
         needs: Needs::Nothing,
@@ -393,6 +399,72 @@ fn half_close(cx: &Cx<'_>) -> Result<(), Failure> {
     let mut c = cx.connect()?;
     c.shutdown_write().map_err(|error| Failure::Send { what: "shutdown(SHUT_WR)".into(), error })?;
     cx.expect_close(&mut c, "an immediate half-close")?;
+    Ok(())
+}
+
+/// How a connection ends in [`owed_replies_survive_close`].
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    BadFlags,
+    Bye,
+    HalfClose,
+}
+
+fn owed_replies_survive_close(cx: &Cx<'_>) -> Result<(), Failure> {
+    // About 1 MiB of replies owed to a client with a small receive buffer that reads nothing for a
+    // while: most of it is still in the server when it decides to close.
+    let body = pattern(max_body(cx).min(16 * 1024), 5);
+    let n = ((1 << 20) / (body.len() + HEADER_LEN) + 1) as u32;
+    for ending in [Ending::BadFlags, Ending::Bye, Ending::HalfClose] {
+        let what = format!("{n} owed ECHOs then {ending:?}");
+        let mut c = cx.connect()?;
+        c.set_recv_buffer(16 * 1024).map_err(Failure::Connect)?;
+        let mut bytes: Vec<u8> = (0..n).flat_map(|seq| frame_bytes(ECHO, seq, &body)).collect();
+        match ending {
+            Ending::BadFlags => {
+                bytes.extend(raw_header(0, ECHO, 2, n));
+                bytes.extend(pattern(4096, 1));
+            }
+            Ending::Bye => {
+                bytes.extend(frame_bytes(BYE, n, b""));
+                bytes.extend(frame_bytes(ECHO, n + 1, &pattern(4096, 1)));
+            }
+            Ending::HalfClose => bytes.extend(&frame_bytes(ECHO, n, b"partial")[..15]),
+        }
+        let half_close = matches!(ending, Ending::HalfClose);
+        let mut stream = c.stream().try_clone().map_err(Failure::Connect)?;
+        let writer = thread::spawn(move || -> std::io::Result<()> {
+            std::io::Write::write_all(&mut stream, &bytes)?;
+            if half_close {
+                return stream.shutdown(std::net::Shutdown::Write);
+            }
+            // Keep sending after the end, as a pipelining client does: a server that closes
+            // without draining its input would answer this with a reset that destroys the
+            // replies still queued on its side.
+            for _ in 0..10 {
+                thread::sleep(Duration::from_millis(30));
+                let _ = std::io::Write::write_all(&mut stream, &[0u8; 1024]);
+            }
+            Ok(())
+        });
+        thread::sleep(Duration::from_millis(300));
+        for seq in 0..n {
+            let got = cx.recv(&mut c, &format!("ECHO {seq} of {what}"))?;
+            if got.kind() != ECHO || got.seq() != seq || got.body != body {
+                return Err(Failure::Unexpected { expected: format!("ECHO {seq} of {what}"), got });
+            }
+        }
+        if let Ending::BadFlags = ending {
+            cx.expect_error(&mut c, ErrorCode::BadFlags, n)?;
+        }
+        cx.expect_close(&mut c, &what)?;
+        // Only the half-close must have been written whole; the others may meet a closed socket.
+        match (writer.join(), half_close) {
+            (Ok(Err(error)), true) => return Err(Failure::Send { what, error }),
+            (Err(_), _) => return Err(Failure::Check("writer thread panicked".into())),
+            _ => {}
+        }
+    }
     Ok(())
 }
 
