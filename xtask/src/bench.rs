@@ -722,3 +722,61 @@ pub fn run(quick: bool, args: &[String]) -> Result {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(json: &str) -> Sample {
+        Sample { json: json.to_string() }
+    }
+
+    #[test]
+    fn json_fields_are_read_by_key() {
+        let s = sample(
+            "{\"mode\":\"load\",\"messages\":12,\"msgs_per_s\":6.5,\"err_frame_1\":0,\"server_rss_kib\":900}",
+        );
+        assert_eq!(s.get("messages"), Some(12.0));
+        assert_eq!(s.get("msgs_per_s"), Some(6.5));
+        assert_eq!(s.get("server_rss_kib"), Some(900.0));
+        assert_eq!(s.get("mode"), None);
+        assert_eq!(s.get("missing"), None);
+    }
+
+    #[test]
+    fn medians_and_spread() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(spread(Metric::Rate, &[1500.0, 2500.0]), "1.5k..2.5k");
+        assert_eq!(spread(Metric::Rate, &[1500.0]), "");
+    }
+
+    #[test]
+    fn bytes_per_idle_pairs_rounds() {
+        let mut r = Results::default();
+        for (rss2, rss5) in [(1000.0, 11000.0), (1100.0, 11300.0)] {
+            r.samples.push((
+                "2".into(),
+                "x".into(),
+                sample(&format!("{{\"messages\":1,\"server_rss_kib\":{rss2}}}")),
+            ));
+            r.samples.push((
+                "5".into(),
+                "x".into(),
+                sample(&format!("{{\"messages\":1,\"idle_open\":1024,\"server_rss_kib\":{rss5}}}")),
+            ));
+        }
+        assert_eq!(r.values("5", "x", Metric::BytesPerIdle), vec![10000.0, 10200.0]);
+    }
+
+    #[test]
+    fn options() {
+        let o = Options::parse(true, &[]).unwrap();
+        assert_eq!((o.rounds, o.idle), (1, 1000));
+        let o = Options::parse(false, &["--rounds".into(), "7".into(), "--no-models".into()]).unwrap();
+        assert_eq!((o.rounds, o.seconds, o.models), (7, 2.0, false));
+        assert!(Options::parse(false, &["--rounds".into(), "0".into()]).is_err());
+        assert!(Options::parse(false, &["--bogus".into()]).is_err());
+    }
+}
