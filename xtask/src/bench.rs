@@ -16,8 +16,9 @@
 //! connections, for CI: no thresholds) writes `target/bench/quick-results.md` instead.
 //!
 //! Options after `--`: `--rounds N`, `--seconds S` (window per run), `--warmup S`, `--idle N`,
-//! `--no-models`, `--self-check` (the peer against itself: shows the noise floor, and works
-//! before doorway is built).
+//! `--model pipeline|fused` and `--shards N` (doorway's settings in the main comparison; default
+//! the server's defaults), `--no-models`, `--self-check` (the peer against itself: shows the
+//! noise floor, and works before doorway is built).
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -38,6 +39,9 @@ struct Options {
     idle: usize,
     models: bool,
     self_check: bool,
+    /// doorway's model and shard count in the main comparison.
+    model: String,
+    shards: u32,
 }
 
 impl Options {
@@ -51,6 +55,8 @@ impl Options {
                 idle: 1_000,
                 models: true,
                 self_check: false,
+                model: "pipeline".into(),
+                shards: 1,
             }
         } else {
             Options {
@@ -61,6 +67,8 @@ impl Options {
                 idle: 10_000,
                 models: true,
                 self_check: false,
+                model: "pipeline".into(),
+                shards: 1,
             }
         };
         let mut it = args.iter();
@@ -73,11 +81,16 @@ impl Options {
                 "--idle" => o.idle = value()?.parse()?,
                 "--no-models" => o.models = false,
                 "--self-check" => o.self_check = true,
+                "--model" => o.model = value()?.clone(),
+                "--shards" => o.shards = value()?.parse()?,
                 other => return Err(format!("bench: unknown option `{other}`").into()),
             }
         }
         if o.rounds == 0 || !(o.seconds > 0.0 && o.seconds <= 600.0) || !(0.0..=60.0).contains(&o.warmup) {
             return Err("bench: --rounds >= 1, 0 < --seconds <= 600, 0 <= --warmup <= 60".into());
+        }
+        if !matches!(o.model.as_str(), "pipeline" | "fused") || o.shards == 0 {
+            return Err("bench: --model pipeline|fused, --shards >= 1".into());
         }
         Ok(o)
     }
@@ -628,11 +641,12 @@ pub fn run(quick: bool, args: &[String]) -> Result {
         log_dir,
         results: Results::default(),
     };
-    let (a, b) = if opts.self_check { ("peer A", "peer B") } else { ("doorway", "peer") };
+    let doorway_label = ServerSpec::doorway(&bin, &opts.model, opts.shards).label;
+    let (a, b) = if opts.self_check { ("peer A", "peer B") } else { (doorway_label.as_str(), "peer") };
     let main_specs = if opts.self_check {
         vec![ServerSpec::peer(&bin, a), ServerSpec::peer(&bin, b)]
     } else {
-        vec![ServerSpec::doorway(&bin, "pipeline", 1), ServerSpec::peer(&bin, b)]
+        vec![ServerSpec::doorway(&bin, &opts.model, opts.shards), ServerSpec::peer(&bin, b)]
     };
     let all = scenarios(opts.idle);
     bench.compare(&all, &main_specs)?;
