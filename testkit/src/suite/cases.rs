@@ -418,7 +418,7 @@ fn owed_replies_survive_close(cx: &Cx<'_>) -> Result<(), Failure> {
     for ending in [Ending::BadFlags, Ending::Bye, Ending::HalfClose] {
         let what = format!("{n} owed ECHOs then {ending:?}");
         let mut c = cx.connect()?;
-        c.set_recv_buffer(16 * 1024).map_err(Failure::Connect)?;
+        c.set_recv_buffer(64 * 1024).map_err(Failure::Connect)?;
         let mut bytes: Vec<u8> = (0..n).flat_map(|seq| frame_bytes(ECHO, seq, &body)).collect();
         match ending {
             Ending::BadFlags => {
