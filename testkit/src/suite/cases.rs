@@ -815,9 +815,10 @@ fn server_full(cx: &Cx<'_>) -> Result<(), Failure> {
         }
         Ok(c)
     };
-    // Refused connections are kept open on our side: they must not count.
+    // Two refused connections are kept open on our side meanwhile: they must not count. (Two, not
+    // more: a small embedded server may have only a couple of spare sockets to refuse with.)
     let mut refused = Vec::new();
-    for i in 0..3 {
+    for i in 0..2 {
         refused.push(refuse(&format!("connection {} of {max}", max + 1 + i))?);
     }
     for (i, c) in admitted.iter_mut().enumerate() {
@@ -827,7 +828,8 @@ fn server_full(cx: &Cx<'_>) -> Result<(), Failure> {
     // Freeing one slot admits exactly one more.
     drop(admitted.pop());
     admitted.push(cx.connect_served(999)?);
-    refused.push(refuse("the connection after the freed slot was reused")?);
+    drop(refused);
+    let _full_again = refuse("the connection after the freed slot was reused")?;
     Ok(())
 }
 
