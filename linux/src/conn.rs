@@ -26,6 +26,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use doorway_core::frame::{Decoder, ErrorCode};
 use doorway_core::slab::ConnId;
+use doorway_core::wheel::TimerId;
 
 use crate::buf::{InBuf, OutBuf, Pool};
 use crate::codec::{self, Refusal};
@@ -42,7 +43,8 @@ pub const DEAL: Sched = 2;
 /// Run the send role.
 pub const SEND: Sched = 4;
 
-/// Tick length of the timing wheel in milliseconds.
+/// Period of the monitor's timerfd tick in milliseconds (the resolution of every timeout). The
+/// wheel itself counts milliseconds.
 pub const TICK_MS: u64 = 10;
 
 /// Where a connection is in its life.
@@ -137,10 +139,11 @@ pub struct ConnState {
     pub over_high_since: Option<u64>,
     /// Closing/Lingering: when the connection is dropped regardless.
     pub deadline: u64,
-    /// The tick of the armed check timer (`u64::MAX`: none).
-    pub check_at: u64,
-    /// Armed service timers: (token, generation).
-    pub timers: Vec<(u32, u32)>,
+    /// The armed check timer and its deadline (ms). Armed lazily: a later deadline keeps the
+    /// earlier timer, which re-evaluates and re-arms when it fires.
+    pub check: Option<(TimerId, u64)>,
+    /// Armed service timers: (token, timer).
+    pub timers: Vec<(u32, TimerId)>,
 }
 
 impl Conn {
@@ -165,7 +168,7 @@ impl Conn {
                 paused_at: now,
                 over_high_since: None,
                 deadline: u64::MAX,
-                check_at: u64::MAX,
+                check: None,
                 timers: Vec::new(),
             },
         }
@@ -328,7 +331,6 @@ impl Conn {
 
     /// The check timer fired: applies idle, write and closing deadlines. Returns roles to run.
     pub fn check(&mut self, io: &Io<'_>) -> Sched {
-        self.st.check_at = u64::MAX;
         let now = io.now;
         match self.st.phase {
             Phase::Open => {
@@ -371,7 +373,6 @@ impl ConnState {
         self.fd = None;
         self.out.release(io.out_pool);
         self.phase = Phase::Dead;
-        self.timers = Vec::new();
         DEAL
     }
 
@@ -466,9 +467,4 @@ impl ConnState {
             Phase::Dead => None,
         }
     }
-}
-
-/// Milliseconds to the wheel tick at or after them.
-pub fn tick_of(ms: u64) -> u64 {
-    ms.div_ceil(TICK_MS)
 }

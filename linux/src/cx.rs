@@ -8,14 +8,17 @@
 //! - `broadcast` reaches every connection still accepting requests on every shard. It returns the
 //!   connections that took it on this shard plus the open connections of the other shards at the
 //!   time of the call (their copies are queued through the inboxes).
-//! - Timers are per connection, on the deal role's wheel, and die with the connection.
+//! - Timers are per connection, on the deal role's wheel (`doorway_core::wheel`, millisecond ticks,
+//!   fired at the monitor's 10 ms tick), and die with the connection.
 //! - `counters` sums every thread's counters (STATS).
 
 use doorway_core::dispatch::{Context, SendError, TimerError};
 use doorway_core::slab::ConnId;
 
-use crate::conn::{tick_of, ConnState, Io, Sched, SEND};
-use crate::shard::{DealEnv, Shard, TimerKind};
+use doorway_core::time::Instant as Tick;
+
+use crate::conn::{ConnState, Io, Sched, SEND};
+use crate::shard::{DealEnv, Shard, TimerEntry, TimerKind};
 
 /// Most service timers one connection may have armed.
 pub const MAX_TIMERS_PER_CONN: usize = 16;
@@ -97,26 +100,34 @@ impl Context for Cx<'_, '_> {
         if after_ms > MAX_TIMER_MS {
             return Err(TimerError::OutOfRange);
         }
-        let pos = self.st.timers.iter().position(|t| t.0 == token);
-        if pos.is_none() && self.st.timers.len() >= MAX_TIMERS_PER_CONN {
+        let deadline = Tick::from_ticks(self.io.now + after_ms as u64);
+        if let Some(pos) = self.st.timers.iter().position(|t| t.0 == token) {
+            if self.env.wheel.reset(self.st.timers[pos].1, deadline) {
+                return Ok(());
+            }
+            self.st.timers.swap_remove(pos);
+        }
+        if self.st.timers.len() >= MAX_TIMERS_PER_CONN || self.env.service_timers >= self.env.service_budget {
             return Err(TimerError::Full);
         }
-        self.env.timer_gen = self.env.timer_gen.wrapping_add(1);
-        let gen = self.env.timer_gen;
-        match pos {
-            Some(i) => self.st.timers[i].1 = gen,
-            None => self.st.timers.push((token, gen)),
+        let entry = TimerEntry { id: self.st.id, kind: TimerKind::Service { token } };
+        match self.env.wheel.insert(deadline, entry) {
+            Ok(timer) => {
+                self.env.service_timers += 1;
+                self.st.timers.push((token, timer));
+                Ok(())
+            }
+            Err(_) => Err(TimerError::Full),
         }
-        let deadline = tick_of(self.io.now + after_ms as u64);
-        self.env.wheel.insert(
-            deadline,
-            crate::shard::TimerEntry { id: self.st.id, kind: TimerKind::Service { token, gen } },
-        );
-        Ok(())
     }
 
     fn cancel_timer(&mut self, token: u32) {
-        self.st.timers.retain(|t| t.0 != token);
+        if let Some(pos) = self.st.timers.iter().position(|t| t.0 == token) {
+            let (_, timer) = self.st.timers.swap_remove(pos);
+            if self.env.wheel.cancel(timer).is_some() {
+                self.env.service_timers -= 1;
+            }
+        }
     }
 
     fn counters(&self, visit: &mut dyn FnMut(&str, u64)) {

@@ -23,7 +23,10 @@
 //! - [`conn`]: a connection's state machine and its receive/send/check steps.
 //! - [`shard`]: a connection table plus the roles' batch functions; [`cx`]: the handler Context.
 //! - [`sync`]: spin locks, eventfd wakers, ready queues and doors.
-//! - [`wheel`]: the timing wheel; [`stats`]: per-thread counters, STATS and Prometheus text.
+//! - [`stats`]: per-thread counters, STATS and Prometheus text.
+//!
+//! From `doorway_core` it uses the frame codec, the message map, the slab (slot ids), the doors
+//! and door queues (ready queues) and the timing wheel.
 //! - [`server`]: threads per model (`fused`, `pipeline`), shards, metrics, the public API.
 
 pub mod buf;
@@ -36,7 +39,6 @@ pub mod shard;
 pub mod stats;
 pub mod sync;
 pub mod sys;
-pub mod wheel;
 
 pub use config::{Cli, Config, ConfigError, LogLevel, Model};
 pub use server::{Builder, Handle, Running, Server};

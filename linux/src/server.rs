@@ -285,8 +285,14 @@ fn run_fused<S: Service>(shard: &Shard, mut service: S, counters: Arc<Counters>)
     let c = &*counters;
     let mut events = Events::with_capacity(1024);
     // The fused thread counts everything into its one set of counters.
-    let mut env = DealEnv::new(counters.clone(), shard.server.now());
+    let mut env = DealEnv::new(counters.clone(), shard.capacity());
     let mut batch = Vec::new();
+    let (Some(mut read_rx), Some(mut deal_rx), Some(mut send_rx)) =
+        (shard.read_q.consumer(), shard.deal_q.consumer(), shard.send_q.consumer())
+    else {
+        log::error!("shard {}: a ready queue already has a consumer", shard.index);
+        return;
+    };
     loop {
         let mut touched: Sched = 0;
         shard.poll_stop(&mut touched);
@@ -319,14 +325,14 @@ fn run_fused<S: Service>(shard: &Shard, mut service: S, counters: Arc<Counters>)
         for ev in events.iter() {
             shard.monitor_event(ev, c, &mut touched);
         }
-        shard.read_q.drain_into(&mut batch);
+        shard.read_q.drain_into(&mut read_rx, &shard.doors, &mut batch);
         shard.receive_batch(&batch, c, &mut touched);
         shard.run_inbox(&mut env);
         shard.run_timers(&mut service, &mut env);
-        shard.deal_q.drain_into(&mut batch);
+        shard.deal_q.drain_into(&mut deal_rx, &shard.doors, &mut batch);
         shard.deal_batch(&batch, &mut service, &mut env);
         env.touched = 0;
-        shard.send_q.drain_into(&mut batch);
+        shard.send_q.drain_into(&mut send_rx, &shard.doors, &mut batch);
         shard.send_batch(&batch, c, &mut touched);
     }
     shard.exit.store(true, Ordering::Release);
@@ -361,8 +367,9 @@ fn run_monitor(shard: &Shard, c: &Counters) {
 fn run_receive(shard: &Shard, c: &Counters) {
     pipeline_thread();
     let mut batch = Vec::new();
+    let Some(mut rx) = shard.read_q.consumer() else { return };
     loop {
-        shard.read_q.drain_into(&mut batch);
+        shard.read_q.drain_into(&mut rx, &shard.doors, &mut batch);
         if batch.is_empty() {
             if shard.exit.load(Ordering::Acquire) {
                 break;
@@ -380,12 +387,13 @@ fn run_receive(shard: &Shard, c: &Counters) {
 
 fn run_deal<S: Service>(shard: &Shard, mut service: S, counters: Arc<Counters>) {
     pipeline_thread();
-    let mut env = DealEnv::new(counters, shard.server.now());
+    let mut env = DealEnv::new(counters, shard.capacity());
     let mut batch = Vec::new();
+    let Some(mut rx) = shard.deal_q.consumer() else { return };
     loop {
         shard.run_inbox(&mut env);
         shard.run_timers(&mut service, &mut env);
-        shard.deal_q.drain_into(&mut batch);
+        shard.deal_q.drain_into(&mut rx, &shard.doors, &mut batch);
         shard.deal_batch(&batch, &mut service, &mut env);
         shard.wake(env.touched);
         let did = !batch.is_empty() || env.touched != 0;
@@ -407,8 +415,9 @@ fn run_deal<S: Service>(shard: &Shard, mut service: S, counters: Arc<Counters>) 
 fn run_send(shard: &Shard, c: &Counters) {
     pipeline_thread();
     let mut batch = Vec::new();
+    let Some(mut rx) = shard.send_q.consumer() else { return };
     loop {
-        shard.send_q.drain_into(&mut batch);
+        shard.send_q.drain_into(&mut rx, &shard.doors, &mut batch);
         if batch.is_empty() {
             if shard.exit.load(Ordering::Acquire) {
                 break;

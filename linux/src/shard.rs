@@ -46,7 +46,7 @@ use doorway_core::slab::{self, ConnId, Slab};
 use crate::buf::Pool;
 use crate::codec;
 use crate::config::Config;
-use crate::conn::{tick_of, Conn, ConnState, Io, Params, Phase, Sched, DEAL, READ, SEND};
+use crate::conn::{Conn, ConnState, Io, Params, Phase, Sched, DEAL, READ, SEND};
 use crate::cx::Cx;
 use crate::stats::{Counter, Counters, Stats};
 use crate::sync::{door, Doors, Lock, ReadyQueue, Waker};
@@ -54,7 +54,8 @@ use crate::sys::epoll::{self, Epoll, Event};
 use crate::sys::signalfd::SignalFd;
 use crate::sys::socket;
 use crate::sys::timerfd::TimerFd;
-use crate::wheel::Wheel;
+use doorway_core::time::Instant as Tick;
+use doorway_core::wheel::{Entry, Wheel};
 
 /// Bits of a global index that hold the slot; the shard number sits above them.
 pub const SHARD_SHIFT: u32 = 24;
@@ -182,17 +183,12 @@ pub enum Remote {
 /// What a wheel entry is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimerKind {
-    /// The connection's deadline check armed for this tick.
-    Check {
-        /// The tick it was armed for (stale if the connection re-armed since).
-        tick: u64,
-    },
+    /// The connection's deadline check (idle, write, closing and linger deadlines).
+    Check,
     /// A service timer.
     Service {
         /// The service's token.
         token: u32,
-        /// The arming's generation (stale after cancel or re-arm).
-        gen: u32,
     },
 }
 
@@ -205,29 +201,35 @@ pub struct TimerEntry {
     pub kind: TimerKind,
 }
 
+/// The timing wheel of a deal role: `doorway_core::wheel`, one tick per millisecond.
+pub type TimerWheel = Wheel<TimerEntry, Box<[Entry<TimerEntry>]>>;
+
 /// The deal role's private state besides the service: the wheel and this thread's counters.
 pub struct DealEnv {
-    /// Every timer of this shard's connections.
-    pub wheel: Wheel<TimerEntry>,
-    /// Last generation handed to a service timer.
-    pub timer_gen: u32,
+    /// Every timer of this shard's connections: one check timer per slot at most, plus service
+    /// timers up to `service_budget`.
+    pub wheel: TimerWheel,
+    /// Service timers armed.
+    pub service_timers: usize,
+    /// Most service timers at once (the wheel's capacity beyond one check timer per slot).
+    pub service_budget: usize,
     /// Queues pushed to in this batch (wake once at the end).
     pub touched: Sched,
     /// This thread's counters.
     pub counters: Arc<Counters>,
-    fired: Vec<TimerEntry>,
     remote: Vec<Remote>,
 }
 
 impl DealEnv {
-    /// A deal environment counting into `counters`.
-    pub fn new(counters: Arc<Counters>, now_ms: u64) -> DealEnv {
+    /// A deal environment for `slots` connections, counting into `counters`.
+    pub fn new(counters: Arc<Counters>, slots: usize) -> DealEnv {
+        let service_budget = slots + 1024;
         DealEnv {
-            wheel: Wheel::new(tick_of(now_ms)),
-            timer_gen: 0,
+            wheel: Wheel::with_capacity(slots + service_budget),
+            service_timers: 0,
+            service_budget,
             touched: 0,
             counters,
-            fired: Vec::new(),
             remote: Vec::new(),
         }
     }
@@ -314,9 +316,9 @@ impl Shard {
             ids: Lock::new(Slab::new((0..capacity).map(|_| slab::Slot::VACANT).collect())),
             high: AtomicU32::new(0),
             live: AtomicUsize::new(0),
-            read_q: ReadyQueue::new(capacity, wakers.receive),
-            deal_q: ReadyQueue::new(capacity, wakers.deal.clone()),
-            send_q: ReadyQueue::new(capacity, wakers.send),
+            read_q: ReadyQueue::new(capacity, door::READ, wakers.receive),
+            deal_q: ReadyQueue::new(capacity, door::DEAL, wakers.deal.clone()),
+            send_q: ReadyQueue::new(capacity, door::SEND, wakers.send),
             inbox: Lock::new(Vec::new()),
             in_pool: Pool::new(true, max_free),
             out_pool: Pool::new(false, max_free),
@@ -337,6 +339,11 @@ impl Shard {
     #[inline]
     pub fn high_index(&self) -> u32 {
         self.high.load(Ordering::Acquire)
+    }
+
+    /// Slots in the table.
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
     }
 
     /// Occupied slots.
@@ -365,16 +372,13 @@ impl Shard {
     /// Queues slot `idx` for the roles in `s` (door-guarded); `touched` collects queues to wake.
     #[inline]
     pub fn schedule(&self, idx: u32, s: Sched, touched: &mut Sched) {
-        if s & READ != 0 && self.doors.enter(idx, door::READ) {
-            self.read_q.push(idx);
+        if s & READ != 0 && self.read_q.open(&self.doors, idx) {
             *touched |= READ;
         }
-        if s & DEAL != 0 && self.doors.enter(idx, door::DEAL) {
-            self.deal_q.push(idx);
+        if s & DEAL != 0 && self.deal_q.open(&self.doors, idx) {
             *touched |= DEAL;
         }
-        if s & SEND != 0 && self.doors.enter(idx, door::SEND) {
-            self.send_q.push(idx);
+        if s & SEND != 0 && self.send_q.open(&self.doors, idx) {
             *touched |= SEND;
         }
     }
@@ -547,7 +551,6 @@ impl Shard {
     pub fn receive_batch(&self, batch: &[u32], c: &Counters, touched: &mut Sched) {
         let io = self.io(c);
         for &idx in batch {
-            self.doors.leave(idx, door::READ);
             let rdhup = self.doors.leave(idx, door::RDHUP);
             let s = match self.slots[idx as usize].lock().as_mut() {
                 Some(conn) => conn.receive(&io, rdhup),
@@ -563,7 +566,6 @@ impl Shard {
     pub fn send_batch(&self, batch: &[u32], c: &Counters, touched: &mut Sched) {
         let io = self.io(c);
         for &idx in batch {
-            self.doors.leave(idx, door::SEND);
             let s = match self.slots[idx as usize].lock().as_mut() {
                 Some(conn) => conn.send(&io, &self.doors, idx),
                 None => 0,
@@ -579,7 +581,6 @@ impl Shard {
         let counters = env.counters.clone();
         let io = self.io(&counters);
         for &idx in batch {
-            self.doors.leave(idx, door::DEAL);
             self.deal_one(idx, service, env, &io);
         }
     }
@@ -650,17 +651,33 @@ impl Shard {
     }
 
     fn arm_check(&self, st: &mut ConnState, env: &mut DealEnv) {
-        if let Some(ms) = st.next_check(&self.server.params) {
-            let tick = tick_of(ms);
-            if tick < st.check_at {
-                st.check_at = tick;
-                env.wheel.insert(tick, TimerEntry { id: st.id, kind: TimerKind::Check { tick } });
+        let Some(at) = st.next_check(&self.server.params) else { return };
+        if let Some((timer, armed)) = st.check {
+            if at >= armed {
+                // Lazy: the earlier timer fires, finds nothing due and re-arms for `at`.
+                return;
             }
+            if env.wheel.reset(timer, Tick::from_ticks(at)) {
+                st.check = Some((timer, at));
+                return;
+            }
+        }
+        match env.wheel.insert(Tick::from_ticks(at), TimerEntry { id: st.id, kind: TimerKind::Check }) {
+            Ok(timer) => st.check = Some((timer, at)),
+            Err(_) => log::error!("{}: timer wheel full (sizing bug)", st.id),
         }
     }
 
     fn free<S: Service>(&self, idx: u32, conn: Conn, service: &mut S, env: &mut DealEnv) {
         let id = conn.st.id;
+        if let Some((timer, _)) = conn.st.check {
+            env.wheel.cancel(timer);
+        }
+        for &(_, timer) in &conn.st.timers {
+            if env.wheel.cancel(timer).is_some() {
+                env.service_timers -= 1;
+            }
+        }
         let local = ConnId::new(idx, id.generation());
         self.ids.lock().remove(local);
         self.live.fetch_sub(1, Ordering::AcqRel);
@@ -781,25 +798,29 @@ impl Shard {
         }
         let counters = env.counters.clone();
         let io = self.io(&counters);
-        let mut fired = std::mem::take(&mut env.fired);
-        env.wheel.advance(io.now / crate::conn::TICK_MS, &mut fired);
-        for entry in fired.drain(..) {
+        let now = Tick::from_ticks(io.now);
+        while let Some((timer, entry)) = env.wheel.next_expired(now) {
+            if let TimerKind::Service { .. } = entry.kind {
+                env.service_timers -= 1;
+            }
             let (_, idx) = split_index(entry.id.index());
-            let mut slot = self.slots[idx as usize].lock();
+            let Some(slot) = self.slots.get(idx as usize) else { continue };
+            let mut slot = slot.lock();
             let Some(conn) = slot.as_mut() else { continue };
-            if conn.st.id != entry.id {
+            if conn.st.id != entry.id || conn.st.phase == Phase::Dead {
                 continue;
             }
             let mut sched = 0;
             match entry.kind {
-                TimerKind::Check { tick } => {
-                    if conn.st.check_at != tick {
+                TimerKind::Check => {
+                    if conn.st.check.map(|c| c.0) != Some(timer) {
                         continue;
                     }
+                    conn.st.check = None;
                     sched |= conn.check(&io);
                 }
-                TimerKind::Service { token, gen } => {
-                    let Some(pos) = conn.st.timers.iter().position(|t| *t == (token, gen)) else { continue };
+                TimerKind::Service { token } => {
+                    let Some(pos) = conn.st.timers.iter().position(|t| t.1 == timer) else { continue };
                     conn.st.timers.swap_remove(pos);
                     let mut cx = Cx { shard: self, idx, st: &mut conn.st, env: &mut *env, io: &io, sched: 0 };
                     service.on_timer(&mut cx, token);
@@ -813,7 +834,6 @@ impl Shard {
             drop(slot);
             self.schedule(idx, sched, &mut env.touched);
         }
-        env.fired = fired;
     }
 
     /// Closes every remaining connection (end of the drain).

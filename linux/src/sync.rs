@@ -5,13 +5,16 @@
 //!   connection's role step or a queue swap: short, and never nested except by the deal role (see
 //!   `shard.rs`, "Lock order").
 //! - [`Waker`]: parks a role thread on an eventfd and wakes it once per batch, never per message.
-//! - [`ReadyQueue`] and [`Doors`]: seed 000's door design. A connection enters a ready queue only
-//!   if it flips its door bit from 0 to 1; the consumer clears the bit before it processes the
-//!   connection, so a later event queues it again. A queue therefore holds each slot at most once
-//!   and never exceeds the slot count.
+//! - [`ReadyQueue`] and [`Doors`]: seed 000's door design, from `doorway_core::door`. A connection
+//!   enters a ready queue only if it flips its door flag from 0 to 1; the consumer clears the flag
+//!   when it takes the slot, before it looks at the connection, so a later event queues it again.
+//!   A queue therefore holds each slot at most once and never exceeds the slot count.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+
+use doorway_core::door::{Door, DoorConsumer, DoorQueue, Flags};
+use doorway_core::queue::mpsc::Slot;
 
 use crate::sys::eventfd::EventFd;
 
@@ -93,45 +96,112 @@ impl Waker {
     }
 }
 
-/// A ready queue of slot indices, swapped out whole by its consumer.
+/// Door flags of a slot: core's [`Flags`](doorway_core::door::Flags) under the roles' names.
+pub mod door {
+    use doorway_core::door::Flags;
+    /// Queued for the receive role.
+    pub const READ: Flags = Flags::READ_READY;
+    /// Queued for the deal role.
+    pub const DEAL: Flags = Flags::DEAL_READY;
+    /// Queued for the send role.
+    pub const SEND: Flags = Flags::SEND_READY;
+    /// The send role met a full kernel buffer and waits for an EPOLLOUT edge.
+    pub const WANT_WRITE: Flags = Flags::SPARE_4;
+    /// The last readable edge said the peer may have shut down (read until EOF or EAGAIN).
+    pub const RDHUP: Flags = Flags::SPARE_5;
+}
+
+/// The doors of every slot of a shard (`doorway_core::door::Door`, one byte each).
+pub struct Doors {
+    doors: Box<[Door]>,
+}
+
+impl Doors {
+    /// `n` closed doors.
+    pub fn new(n: usize) -> Doors {
+        Doors { doors: (0..n).map(|_| Door::new()).collect() }
+    }
+
+    /// Sets `flag` on slot `idx`; true if this call set it.
+    #[inline]
+    pub fn enter(&self, idx: u32, flag: Flags) -> bool {
+        self.doors[idx as usize].open(flag)
+    }
+
+    /// Clears `flag` on slot `idx`; true if it was set.
+    #[inline]
+    pub fn leave(&self, idx: u32, flag: Flags) -> bool {
+        self.doors[idx as usize].close(flag)
+    }
+
+    /// Whether `flag` is set on slot `idx`.
+    #[inline]
+    pub fn is_set(&self, idx: u32, flag: Flags) -> bool {
+        self.doors[idx as usize].is_open(flag)
+    }
+
+    /// All doors, indexed by slot.
+    pub fn as_slice(&self) -> &[Door] {
+        &self.doors
+    }
+}
+
+/// The consumer role of a [`ReadyQueue`] (one per queue at a time).
+pub type Consumer<'a> = DoorConsumer<'a, Box<[Slot<u32>]>>;
+
+/// A ready queue of slot indices: core's door queue (lock-free, bounded, one consumer) plus the
+/// consumer's waker and a high-water mark.
 pub struct ReadyQueue {
-    items: Lock<Vec<u32>>,
+    queue: DoorQueue<Box<[Slot<u32>]>>,
     waker: Arc<Waker>,
     high_water: AtomicUsize,
 }
 
 impl ReadyQueue {
-    /// A queue that can hold `capacity` indices without growing (the slot count).
-    pub fn new(capacity: usize, waker: Arc<Waker>) -> ReadyQueue {
-        ReadyQueue { items: Lock::new(Vec::with_capacity(capacity)), waker, high_water: AtomicUsize::new(0) }
+    /// A queue for `flag` holding up to `capacity` indices (the slot count: never full).
+    pub fn new(capacity: usize, flag: Flags, waker: Arc<Waker>) -> ReadyQueue {
+        ReadyQueue { queue: DoorQueue::with_capacity(capacity, flag), waker, high_water: AtomicUsize::new(0) }
     }
 
-    /// Appends an index (the caller won its door).
+    /// Opens the slot's door and queues it if this call opened it; true if queued.
     #[inline]
-    pub fn push(&self, idx: u32) {
-        self.items.lock().push(idx);
-    }
-
-    /// Moves every queued index into `out` (cleared first) and records the high-water mark.
-    #[inline]
-    pub fn drain_into(&self, out: &mut Vec<u32>) {
-        out.clear();
-        {
-            let mut items = self.items.lock();
-            if items.is_empty() {
-                return;
+    pub fn open(&self, doors: &Doors, idx: u32) -> bool {
+        match self.queue.open(&doors.as_slice()[idx as usize], idx) {
+            Ok(queued) => queued,
+            Err(_) => {
+                // Cannot happen with one queue slot per door (core::door's invariant).
+                log::error!("ready queue full (sizing bug); slot {idx} will be retried");
+                false
             }
-            std::mem::swap(&mut *items, out);
+        }
+    }
+
+    /// Takes the consumer role.
+    pub fn consumer(&self) -> Option<Consumer<'_>> {
+        self.queue.consumer()
+    }
+
+    /// Moves the queued indices into `out` (cleared first), closing each door before its slot is
+    /// looked at, and records the high-water mark.
+    #[inline]
+    pub fn drain_into(&self, consumer: &mut Consumer<'_>, doors: &Doors, out: &mut Vec<u32>) {
+        out.clear();
+        let limit = self.queue.capacity();
+        while out.len() < limit {
+            match consumer.dequeue(doors.as_slice()) {
+                Some(idx) => out.push(idx),
+                None => break,
+            }
         }
         if out.len() > self.high_water.load(Ordering::Relaxed) {
             self.high_water.store(out.len(), Ordering::Relaxed);
         }
     }
 
-    /// Whether anything is queued.
+    /// Whether nothing is queued (a snapshot).
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.items.lock().is_empty()
+        self.queue.is_empty()
     }
 
     /// Wakes the consumer (once per batch of pushes).
@@ -151,53 +221,6 @@ impl ReadyQueue {
     }
 }
 
-/// Door bits, one byte per slot.
-pub mod door {
-    /// Queued for the receive role.
-    pub const READ: u8 = 1;
-    /// Queued for the deal role.
-    pub const DEAL: u8 = 2;
-    /// Queued for the send role.
-    pub const SEND: u8 = 4;
-    /// The send role met a full kernel buffer and waits for an EPOLLOUT edge.
-    pub const WANT_WRITE: u8 = 8;
-    /// The last readable edge said the peer may have shut down (read until EOF or EAGAIN).
-    pub const RDHUP: u8 = 16;
-}
-
-/// The per-slot door flags.
-pub struct Doors {
-    bits: Box<[AtomicU8]>,
-}
-
-impl Doors {
-    /// `n` closed doors.
-    pub fn new(n: usize) -> Doors {
-        Doors { bits: (0..n).map(|_| AtomicU8::new(0)).collect() }
-    }
-
-    /// Sets `bit`; true if this call flipped it from 0 (the caller then enqueues).
-    #[inline]
-    pub fn enter(&self, idx: u32, bit: u8) -> bool {
-        // AcqRel: the winner's enqueue happens after every earlier holder's `leave` (Release there),
-        // so the consumer that cleared the bit has finished reading the state it covers.
-        self.bits[idx as usize].fetch_or(bit, Ordering::AcqRel) & bit == 0
-    }
-
-    /// Clears `bit`; true if it was set.
-    #[inline]
-    pub fn leave(&self, idx: u32, bit: u8) -> bool {
-        // AcqRel pairs with `enter`: see there.
-        self.bits[idx as usize].fetch_and(!bit, Ordering::AcqRel) & bit != 0
-    }
-
-    /// Whether `bit` is set.
-    #[inline]
-    pub fn is_set(&self, idx: u32, bit: u8) -> bool {
-        self.bits[idx as usize].load(Ordering::Acquire) & bit != 0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,16 +237,18 @@ mod tests {
     }
 
     #[test]
-    fn queue_swaps_and_wakes_a_parked_thread() {
+    fn queue_wakes_a_parked_consumer_once_per_slot() {
         let waker = Arc::new(Waker::new(true).unwrap());
-        let q = Arc::new(ReadyQueue::new(4, waker.clone()));
+        let doors = Arc::new(Doors::new(4));
+        let q = Arc::new(ReadyQueue::new(4, door::READ, waker));
         let consumer = {
-            let q = q.clone();
+            let (q, doors) = (q.clone(), doors.clone());
             std::thread::spawn(move || {
+                let mut rx = q.consumer().unwrap();
                 let mut got = Vec::new();
                 let mut out = Vec::new();
                 while got.len() < 3 {
-                    q.drain_into(&mut out);
+                    q.drain_into(&mut rx, &doors, &mut out);
                     if out.is_empty() {
                         q.waker().prepare_park();
                         if q.is_empty() {
@@ -239,7 +264,7 @@ mod tests {
         };
         for i in 0..3 {
             std::thread::sleep(std::time::Duration::from_millis(5));
-            q.push(i);
+            assert!(q.open(&doors, i));
             q.wake();
         }
         assert_eq!(consumer.join().unwrap(), vec![0, 1, 2]);
