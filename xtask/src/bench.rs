@@ -107,11 +107,7 @@ struct ServerSpec {
 
 impl ServerSpec {
     fn doorway(bin: &Path, model: &str, shards: u32) -> ServerSpec {
-        let label = if model == "pipeline" && shards == 1 {
-            "doorway".to_string()
-        } else {
-            format!("doorway {model}/{shards}")
-        };
+        let label = format!("doorway {model}/{shards}");
         ServerSpec {
             label,
             program: bin.join("doorway"),
@@ -453,6 +449,15 @@ impl Bench {
                 detail.trim()
             ));
         }
+        if sample.get("messages") == Some(0.0) && errors == Some(0.0) {
+            // Nothing failed, yet nothing came back inside the window: a stall (often another
+            // process hogging the pinned core). The run still counts; say so beside the table.
+            let total = sample.get("total").unwrap_or(0.0);
+            self.results.problems.push(format!(
+                "scenario {} on {}: no reply inside the window ({total} in all): a stall",
+                scenario.id, spec.label
+            ));
+        }
         if sample.get("messages").is_some() {
             self.results.samples.push((scenario.id.to_string(), spec.label.clone(), sample));
         }
@@ -478,35 +483,37 @@ impl Bench {
         Ok(())
     }
 
-    /// A markdown table of every scenario's metrics for the given servers, with ratios a/b.
-    fn table(&self, scenarios: &[Scenario], a: &str, b: &str) -> String {
+    /// A markdown table of every scenario's metrics for `labels` (median and spread each), then
+    /// the ratio of each label's median to `base`'s (the last column set is the base itself).
+    fn table(&self, scenarios: &[Scenario], labels: &[&str], base: &str) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "| # | workload | metric | {a} | spread | {b} | spread | {a}/{b} |");
-        let _ = writeln!(s, "|---|---|---|---:|---|---:|---|---:|");
+        let others: Vec<&str> = labels.iter().copied().filter(|l| *l != base).collect();
+        let _ = write!(s, "| # | workload | metric |");
+        for l in labels {
+            let _ = write!(s, " {l} | spread |");
+        }
+        for l in &others {
+            let _ = write!(s, " {l}/{base} |");
+        }
+        let _ = write!(
+            s,
+            "\n|---|---|---|{}{}\n",
+            "---:|---|".repeat(labels.len()),
+            "---:|".repeat(others.len())
+        );
         for scenario in scenarios {
             for &metric in scenario.metrics {
-                let (va, vb) = (
-                    self.results.values(scenario.id, a, metric),
-                    self.results.values(scenario.id, b, metric),
-                );
-                let (ma, mb) = (median(&va), median(&vb));
                 let show = |m: Option<f64>| m.map_or("n/a".to_string(), |v| metric.show(v));
-                let ratio = match (ma, mb) {
-                    (Some(x), Some(y)) if y != 0.0 => format!("{:.2}", x / y),
-                    _ => "n/a".into(),
-                };
-                let _ = writeln!(
-                    s,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
-                    scenario.id,
-                    scenario.title,
-                    metric.name(),
-                    show(ma),
-                    spread(metric, &va),
-                    show(mb),
-                    spread(metric, &vb),
-                    ratio
-                );
+                let _ = write!(s, "| {} | {} | {} |", scenario.id, scenario.title, metric.name());
+                for l in labels {
+                    let v = self.results.values(scenario.id, l, metric);
+                    let _ = write!(s, " {} | {} |", show(median(&v)), spread(metric, &v));
+                }
+                for l in &others {
+                    let r = self.ratio(scenario.id, metric, l, base);
+                    let _ = write!(s, " {} |", r.map_or("n/a".to_string(), |r| format!("{r:.2}")));
+                }
+                s.push('\n');
             }
         }
         s
@@ -641,13 +648,20 @@ pub fn run(quick: bool, args: &[String]) -> Result {
         log_dir,
         results: Results::default(),
     };
-    let doorway_label = ServerSpec::doorway(&bin, &opts.model, opts.shards).label;
-    let (a, b) = if opts.self_check { ("peer A", "peer B") } else { (doorway_label.as_str(), "peer") };
-    let main_specs = if opts.self_check {
-        vec![ServerSpec::peer(&bin, a), ServerSpec::peer(&bin, b)]
+    let peer = if opts.self_check { "peer B" } else { "peer" };
+    let mut main_specs = Vec::new();
+    if opts.self_check {
+        main_specs.push(ServerSpec::peer(&bin, "peer A"));
     } else {
-        vec![ServerSpec::doorway(&bin, &opts.model, opts.shards), ServerSpec::peer(&bin, b)]
-    };
+        main_specs.push(ServerSpec::doorway(&bin, &opts.model, opts.shards));
+        if opts.models {
+            // The other model too, so the default can be chosen from the same rounds.
+            let other = if opts.model == "fused" { "pipeline" } else { "fused" };
+            main_specs.push(ServerSpec::doorway(&bin, other, opts.shards));
+        }
+    }
+    main_specs.push(ServerSpec::peer(&bin, peer));
+    let labels: Vec<&str> = main_specs.iter().map(|s| s.label.as_str()).collect();
     let all = scenarios(opts.idle);
     bench.compare(&all, &main_specs)?;
 
@@ -665,10 +679,12 @@ pub fn run(quick: bool, args: &[String]) -> Result {
         opts.seconds,
         opts.warmup
     );
-    let _ = writeln!(out, "\n## {a} vs {b}\n");
-    out.push_str(&bench.table(&all, a, b));
-    let _ = writeln!(out, "\nTargets (issue 4):\n");
-    out.push_str(&bench.targets(a, b));
+    let _ = writeln!(out, "\n## {} vs {peer}\n", labels[..labels.len() - 1].join(", "));
+    out.push_str(&bench.table(&all, &labels, peer));
+    for label in &labels[..labels.len() - 1] {
+        let _ = writeln!(out, "\nTargets (issue 4) for {label}:\n");
+        out.push_str(&bench.targets(label, peer));
+    }
 
     if opts.models && !opts.self_check {
         let models: Vec<ServerSpec> = [("pipeline", 1), ("fused", 1), ("pipeline", 2), ("fused", 2)]
