@@ -326,7 +326,7 @@ fn run_fused<S: Service>(shard: &Shard, mut service: S, counters: Arc<Counters>)
             shard.monitor_event(ev, c, &mut touched);
         }
         shard.read_q.drain_into(&mut read_rx, &shard.doors, &mut batch);
-        shard.receive_batch(&batch, c, &mut touched);
+        shard.receive_deal_batch(&batch, &mut service, &mut env);
         shard.run_inbox(&mut env);
         shard.run_timers(&mut service, &mut env);
         shard.deal_q.drain_into(&mut deal_rx, &shard.doors, &mut batch);
