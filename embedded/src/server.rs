@@ -395,16 +395,6 @@ async fn session<S: Service, const N: usize, const BUF: usize, const OUT: usize>
             }
             frame.copy_within(consumed..len, 0);
             len -= consumed;
-            let paused = !closing && hub.slots[index].out.free() < BUF;
-            // Half-close: every whole request is answered; a trailing partial frame is discarded.
-            if eof && !closing && !paused {
-                closing = true;
-            }
-            paused_since = if paused { Some(paused_since.unwrap_or(now)) } else { None };
-            if closing && !was_closing {
-                hub.slots[index].phase = Phase::Closing;
-                closing_deadline = now + config.write_timeout;
-            }
             // Hand output to the socket until it is empty or the socket is full.
             let out = &mut hub.slots[index].out;
             while !out.is_empty() {
@@ -414,7 +404,22 @@ async fn session<S: Service, const N: usize, const BUF: usize, const OUT: usize>
                     Poll::Ready(Err(_)) => return End::Abort,
                 }
             }
-            if closing && out.is_empty() {
+            // The flush made room for a reply and a whole frame (or a refused header) is waiting:
+            // handle it now rather than wait for input that may never come.
+            if !closing && out.free() >= BUF && !matches!(decoder.decode(&frame[..len]), Ok(None)) {
+                continue;
+            }
+            let paused = !closing && out.free() < BUF;
+            // Half-close: every whole request is answered; a trailing partial frame is discarded.
+            if eof && !closing && !paused {
+                closing = true;
+            }
+            paused_since = if paused { Some(paused_since.unwrap_or(now)) } else { None };
+            if closing && !was_closing {
+                hub.slots[index].phase = Phase::Closing;
+                closing_deadline = now + config.write_timeout;
+            }
+            if closing && hub.slots[index].out.is_empty() {
                 return End::Shut;
             }
         }

@@ -22,6 +22,16 @@ pub const JOBS: &[Job] = &[
         about: "cargo xtask bench --quick (harness check, no thresholds)",
         run: crate::bench::quick,
     },
+    Job {
+        name: "boards",
+        about: "build every board's firmware (real boards compile only)",
+        run: crate::qemu::build_all,
+    },
+    Job {
+        name: "qemu",
+        about: "conformance suite against the mps2-an386 firmware in QEMU",
+        run: crate::qemu::ci_test,
+    },
 ];
 
 pub fn test(quick: bool) -> Result {

@@ -1,8 +1,520 @@
-//! `cargo xtask qemu` and `flash`: placeholder.
-use crate::util::Result;
-pub fn run(_board: &str, _port: u16, _test: bool) -> Result {
-    Err("qemu: not built yet".into())
+//! `cargo xtask qemu` and `cargo xtask flash`: build board firmware, boot it in QEMU or flash it,
+//! and the QEMU conformance test that `cargo xtask test` runs.
+//!
+//! Boards are data ([`BOARDS`]): where the crate is, its target and binary, and how it runs
+//! (QEMU machine and guest port, or the probe-rs chip). Each board is its own cargo workspace;
+//! it is built from its own directory so its `.cargo/config.toml` (target, runner, build-std)
+//! applies, with the cargo that [`setup::cross_cargo`] picks (rustup target or Debian
+//! toolchain with `-Zbuild-std=core`).
+//!
+//! # The QEMU test (`cargo xtask qemu --test`, ci job `qemu`)
+//!
+//! 1. Build the firmware with a short idle timeout ([`TEST_IDLE_TIMEOUT_MS`]) and
+//!    [`TEST_CONNECTIONS`] connections, and the conformance binary of `doorway-testkit`.
+//! 2. Boot QEMU with user networking and `hostfwd` from a free 127.0.0.1 port to the firmware's
+//!    port; its semihosting output (defmt) is decoded by `defmt-print` into our log.
+//! 3. Wait until the firmware answers PING, then run `doorway-conformance`, the same suite the
+//!    Linux server's tests run, with the firmware's profile (max body, idle timeout, connections).
+//! 4. Measure echoes per second and p99 round trip with 1 and 4 connections, and the CPU an idle
+//!    QEMU burns (from `/proc`, must stay under [`IDLE_CPU_LIMIT`]).
+//! 5. Stop QEMU. The test fails on any suite failure, on a firmware that exited (a panic or a
+//!    hard fault exits through semihosting with a failing status), on a `panic` or `ERROR` line in
+//!    the firmware's log, or when the whole run exceeds [`TEST_BUDGET`].
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::setup;
+use crate::util::{cargo, project_root, run as run_cmd, Result};
+
+/// How a board runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Runs {
+    /// In QEMU: the machine and the TCP port the firmware listens on.
+    Qemu { machine: &'static str, guest_port: u16 },
+    /// On hardware, flashed and run by probe-rs.
+    Probe { chip: &'static str },
 }
-pub fn flash(_board: &str) -> Result {
-    Err("flash: not built yet".into())
+
+/// One board crate under `boards/`.
+#[derive(Debug, Clone, Copy)]
+pub struct Board {
+    pub name: &'static str,
+    pub target: &'static str,
+    pub bin: &'static str,
+    pub runs: Runs,
+}
+
+/// Every board, QEMU first.
+pub const BOARDS: &[Board] = &[
+    Board {
+        name: "mps2-an386",
+        target: "thumbv7em-none-eabihf",
+        bin: "doorway-board-mps2-an386",
+        runs: Runs::Qemu { machine: "mps2-an386", guest_port: 7200 },
+    },
+    Board {
+        name: "nucleo-h743zi",
+        target: "thumbv7em-none-eabihf",
+        bin: "doorway-board-nucleo-h743zi",
+        runs: Runs::Probe { chip: "STM32H743ZITx" },
+    },
+];
+
+/// The firmware's address inside QEMU's user network.
+const GUEST_IP: &str = "10.0.2.15";
+/// Idle timeout of the test firmware, short so the suite's idle case is quick.
+pub const TEST_IDLE_TIMEOUT_MS: u64 = 1500;
+/// Connections of the test firmware (`max_connections`).
+pub const TEST_CONNECTIONS: usize = 4;
+/// The embedded `max_body`.
+const MAX_BODY: u32 = 1024;
+/// The QEMU run of the test (boot, suite, measurements; builds not included) must finish within
+/// this.
+const TEST_BUDGET: Duration = Duration::from_secs(180);
+/// How long the firmware may take to answer its first PING.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Idle QEMU must use less than this share of one host core.
+const IDLE_CPU_LIMIT: f64 = 0.05;
+
+pub fn board(name: &str) -> Result<&'static Board> {
+    BOARDS.iter().find(|b| b.name == name).ok_or_else(|| {
+        let names: Vec<&str> = BOARDS.iter().map(|b| b.name).collect();
+        format!("no board named `{name}` (boards: {})", names.join(", ")).into()
+    })
+}
+
+/// The board crate's directory.
+fn board_dir(board: &Board) -> PathBuf {
+    project_root().join("boards").join(board.name)
+}
+
+/// Builds a board's firmware in release mode with extra environment (compile-time knobs) and
+/// returns the ELF's path.
+pub fn build(board: &Board, env: &[(&str, String)]) -> Result<PathBuf> {
+    let dir = board_dir(board);
+    let target_dir = dir.join("target");
+    let mut cmd = setup::cross_cargo("build", board.target)?;
+    cmd.current_dir(&dir).arg("--release").arg("--target-dir").arg(&target_dir);
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    run_cmd(&mut cmd)?;
+    let elf = target_dir.join(board.target).join("release").join(board.bin);
+    if !elf.is_file() {
+        return Err(format!("build finished but {} is missing", elf.display()).into());
+    }
+    Ok(elf)
+}
+
+/// `cargo xtask ci boards`: every board builds (real boards compile only).
+pub fn build_all() -> Result {
+    for board in BOARDS {
+        let elf = build(board, &[])?;
+        print_size(&elf);
+    }
+    Ok(())
+}
+
+/// Prints `size` of an ELF (text = flash, data + bss = RAM), if a size tool exists.
+fn print_size(elf: &Path) {
+    for tool in ["llvm-size", "llvm-size-22", "arm-none-eabi-size", "size"] {
+        if crate::util::have(tool) {
+            let _ = run_cmd(Command::new(tool).arg(elf));
+            return;
+        }
+    }
+    eprintln!("(no size tool found; install llvm to see flash and RAM use)");
+}
+
+/// `cargo xtask qemu [--board B] [--port P] [--test]`.
+pub fn run(board_name: &str, port: u16, test: bool) -> Result {
+    setup::ensure()?;
+    let board = board(board_name)?;
+    let Runs::Qemu { .. } = board.runs else {
+        return Err(format!("{} is a real board: use `cargo xtask flash {}`", board.name, board.name).into());
+    };
+    if test {
+        return qemu_test(board);
+    }
+    let elf = build(board, &[])?;
+    print_size(&elf);
+    let mut vm = Vm::boot(board, &elf, port)?;
+    eprintln!("firmware booting in QEMU; reach it at 127.0.0.1:{port} (Ctrl-C stops it)");
+    let status = vm.child.wait()?;
+    vm.join_log();
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("QEMU ended with {status} (a firmware panic exits through semihosting)").into())
+    }
+}
+
+/// `cargo xtask flash <board>`: probe-rs for real boards, QEMU for QEMU boards.
+pub fn flash(board_name: &str) -> Result {
+    let board = board(board_name)?;
+    match board.runs {
+        Runs::Qemu { .. } => run(board_name, crate::flags::DEFAULT_QEMU_PORT, false),
+        Runs::Probe { chip } => {
+            setup::ensure()?;
+            let elf = build(board, &[])?;
+            print_size(&elf);
+            if !have_probe_rs() {
+                return Err(format!(
+                    "probe-rs is not installed. Install it with `cargo install probe-rs-tools --locked`, \
+                     connect the board over USB, then run `cargo xtask flash {}` again (firmware built: {})",
+                    board.name,
+                    elf.display()
+                )
+                .into());
+            }
+            run_cmd(Command::new("probe-rs").args(["run", "--chip", chip]).arg(&elf))
+        }
+    }
+}
+
+fn have_probe_rs() -> bool {
+    if crate::util::have("probe-rs") {
+        return true;
+    }
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    home.is_some_and(|h| h.join("bin").join("probe-rs").is_file())
+}
+
+/// A running QEMU with its log pipeline.
+struct Vm {
+    child: Child,
+    decoder: Option<Child>,
+    log: Arc<Mutex<Vec<String>>>,
+    log_thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Vm {
+    /// Boots `elf` with hostfwd 127.0.0.1:`port` → the firmware's port. Its semihosting output
+    /// goes through `defmt-print` (when installed) into our stderr and `log`.
+    fn boot(board: &Board, elf: &Path, port: u16) -> Result<Vm> {
+        let Runs::Qemu { machine, guest_port } = board.runs else {
+            return Err("not a QEMU board".into());
+        };
+        let mut qemu = Command::new("qemu-system-arm");
+        qemu.args(["-M", machine, "-display", "none", "-monitor", "none", "-serial", "none"])
+            .args(["-semihosting-config", "enable=on,target=native"])
+            .arg("-nic")
+            .arg(format!("user,model=lan9118,hostfwd=tcp:127.0.0.1:{port}-{GUEST_IP}:{guest_port}"))
+            .arg("-kernel")
+            .arg(elf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped());
+        eprintln!("$ {qemu:?}");
+        let mut child = qemu.spawn().map_err(|e| format!("cannot start qemu-system-arm: {e}"))?;
+        let raw = child.stdout.take().ok_or("qemu stdout not captured")?;
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (decoder, log_thread) = if have_defmt_print() {
+            let mut decoder = Command::new(defmt_print())
+                .arg("-e")
+                .arg(elf)
+                .stdin(Stdio::from(raw))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("cannot start defmt-print: {e}"))?;
+            let out = decoder.stdout.take().ok_or("defmt-print stdout not captured")?;
+            let sink = Arc::clone(&log);
+            let thread = thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(|l| l.ok()) {
+                    eprintln!("[fw] {line}");
+                    if let Ok(mut log) = sink.lock() {
+                        log.push(line);
+                    }
+                }
+            });
+            (Some(decoder), Some(thread))
+        } else {
+            eprintln!("defmt-print not found: firmware logs are discarded (`cargo xtask setup` installs it)");
+            let thread = thread::spawn(move || {
+                let mut raw = raw;
+                let mut sink = [0u8; 4096];
+                while matches!(raw.read(&mut sink), Ok(n) if n > 0) {}
+            });
+            (None, Some(thread))
+        };
+        Ok(Vm { child, decoder, log, log_thread })
+    }
+
+    /// Whether QEMU is still running; its exit status if not.
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    fn stop(&mut self) {
+        if self.exited().is_none() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        self.join_log();
+    }
+
+    /// Waits for the log pipeline to drain (QEMU has exited).
+    fn join_log(&mut self) {
+        if let Some(mut decoder) = self.decoder.take() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while decoder.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(50));
+            }
+            let _ = decoder.kill();
+            let _ = decoder.wait();
+        }
+        if let Some(thread) = self.log_thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// Firmware log lines that signal a failure.
+    fn failures(&self) -> Vec<String> {
+        let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
+        log.into_iter().filter(|l| l.contains("panic") || l.starts_with("ERROR")).collect()
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn defmt_print() -> PathBuf {
+    if crate::util::have("defmt-print") {
+        return PathBuf::from("defmt-print");
+    }
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .map(|h| h.join("bin").join("defmt-print"))
+        .unwrap_or_else(|| PathBuf::from("defmt-print"))
+}
+
+fn have_defmt_print() -> bool {
+    crate::util::have("defmt-print") || defmt_print().is_file()
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// `cargo xtask ci qemu`: the QEMU conformance test on the default board.
+pub fn ci_test() -> Result {
+    qemu_test(board(crate::flags::DEFAULT_BOARD)?)
+}
+
+fn qemu_test(board: &Board) -> Result {
+    let elf = build(
+        board,
+        &[
+            ("DOORWAY_IDLE_TIMEOUT_MS", TEST_IDLE_TIMEOUT_MS.to_string()),
+            ("DOORWAY_CONNECTIONS", TEST_CONNECTIONS.to_string()),
+        ],
+    )?;
+    print_size(&elf);
+    run_cmd(cargo().args(["build", "--release", "-p", "doorway-testkit", "--bin", "doorway-conformance"]))?;
+    let start = Instant::now();
+    let port = free_port()?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut vm = Vm::boot(board, &elf, port)?;
+    let result = (|| -> Result {
+        wait_until_serving(&mut vm, addr)?;
+        eprintln!("firmware answers on {addr} after {:.1} s", start.elapsed().as_secs_f64());
+        let remaining = TEST_BUDGET.saturating_sub(start.elapsed());
+        let mut suite = cargo();
+        suite
+            .args(["run", "--release", "-q", "-p", "doorway-testkit", "--bin", "doorway-conformance", "--"])
+            .args(["--addr", &addr.to_string()])
+            .args(["--max-body", &MAX_BODY.to_string()])
+            .args(["--idle-timeout-ms", &TEST_IDLE_TIMEOUT_MS.to_string()])
+            .args(["--max-connections", &TEST_CONNECTIONS.to_string()])
+            .args(["--concurrent", &TEST_CONNECTIONS.to_string()]);
+        run_bounded(&mut suite, remaining)?;
+        if let Some(status) = vm.exited() {
+            return Err(format!("QEMU exited during the suite: {status}").into());
+        }
+        for connections in [1, TEST_CONNECTIONS] {
+            let m = measure_echo(addr, connections, Duration::from_secs(2))?;
+            println!(
+                "qemu echo, {connections} connection(s): {:.0} echoes/s, p50 {} us, p99 {} us ({} echoes)",
+                m.per_second, m.p50_us, m.p99_us, m.count
+            );
+        }
+        thread::sleep(Duration::from_millis(500));
+        let cpu = idle_cpu(vm.child.id(), Duration::from_secs(5))?;
+        println!("qemu idle: {:.2}% of one host core over 5 s", cpu * 100.0);
+        if cpu > IDLE_CPU_LIMIT {
+            return Err(format!(
+                "idle QEMU used {:.1}% of a core (limit {:.0}%)",
+                cpu * 100.0,
+                IDLE_CPU_LIMIT * 100.0
+            )
+            .into());
+        }
+        if let Some(status) = vm.exited() {
+            return Err(format!("QEMU exited: {status}").into());
+        }
+        Ok(())
+    })();
+    vm.stop();
+    let failures = vm.failures();
+    result?;
+    if !failures.is_empty() {
+        return Err(format!("firmware logged failures:\n{}", failures.join("\n")).into());
+    }
+    if start.elapsed() > TEST_BUDGET {
+        return Err(format!(
+            "the QEMU test took {:.0} s (budget {:?})",
+            start.elapsed().as_secs_f64(),
+            TEST_BUDGET
+        )
+        .into());
+    }
+    println!("qemu test: passed in {:.1} s", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Runs `cmd`, killing it after `limit`.
+fn run_bounded(cmd: &mut Command, limit: Duration) -> Result {
+    eprintln!("$ {cmd:?}");
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return if status.success() { Ok(()) } else { Err(format!("{cmd:?} failed: {status}").into()) };
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("{cmd:?} did not finish within {limit:?}").into());
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One frame: 12-byte header (length, kind, flags 0, seq; big-endian) and the body.
+fn frame(kind: u16, seq: u32, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12 + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&kind.to_be_bytes());
+    out.extend_from_slice(&0u16.to_be_bytes());
+    out.extend_from_slice(&seq.to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// Sends `request` and reads exactly one reply of `reply_len` bytes.
+fn round_trip(stream: &mut TcpStream, request: &[u8], reply: &mut [u8]) -> std::io::Result<()> {
+    stream.write_all(request)?;
+    stream.read_exact(reply)
+}
+
+/// Polls with PING until the firmware answers PONG, QEMU exits, or [`BOOT_TIMEOUT`] passes.
+fn wait_until_serving(vm: &mut Vm, addr: SocketAddr) -> Result {
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    let ping = frame(1, 7, b"up?");
+    let mut reply = [0u8; 15];
+    loop {
+        if let Some(status) = vm.exited() {
+            return Err(format!("QEMU exited before the firmware served: {status}").into());
+        }
+        let attempt = (|| -> std::io::Result<()> {
+            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            round_trip(&mut s, &ping, &mut reply)
+        })();
+        if attempt.is_ok() && reply == frame(2, 7, b"up?")[..] {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the firmware did not answer PING on {addr} within {BOOT_TIMEOUT:?}").into());
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Echo throughput and latency through QEMU.
+struct Measurement {
+    count: usize,
+    per_second: f64,
+    p50_us: u128,
+    p99_us: u128,
+}
+
+/// `connections` threads each do ECHO ping-pong (64-byte bodies) for `length`.
+fn measure_echo(addr: SocketAddr, connections: usize, length: Duration) -> Result<Measurement> {
+    let start = Instant::now();
+    let workers: Vec<_> = (0..connections)
+        .map(|w| {
+            thread::spawn(move || -> std::io::Result<Vec<u32>> {
+                let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+                s.set_nodelay(true)?;
+                s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                let body = [w as u8; 64];
+                let mut reply = [0u8; 76];
+                let mut latencies = Vec::new();
+                let deadline = Instant::now() + length;
+                let mut seq = 0u32;
+                while Instant::now() < deadline && latencies.len() < 1_000_000 {
+                    seq = seq.wrapping_add(1);
+                    let request = frame(64, seq, &body);
+                    let t = Instant::now();
+                    round_trip(&mut s, &request, &mut reply)?;
+                    if reply[..] != request[..] {
+                        return Err(std::io::Error::other("echo reply differs from the request"));
+                    }
+                    latencies.push(t.elapsed().as_micros() as u32);
+                }
+                Ok(latencies)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for worker in workers {
+        let latencies = worker.join().map_err(|_| "echo worker panicked")??;
+        all.extend(latencies);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    if all.is_empty() {
+        return Err("no echo completed".into());
+    }
+    all.sort_unstable();
+    let pick = |q: f64| u128::from(all[((all.len() as f64 * q) as usize).min(all.len() - 1)]);
+    Ok(Measurement {
+        count: all.len(),
+        per_second: all.len() as f64 / elapsed,
+        p50_us: pick(0.50),
+        p99_us: pick(0.99),
+    })
+}
+
+/// The share of one core `pid` used over `window` (utime + stime from `/proc/<pid>/stat`).
+fn idle_cpu(pid: u32, window: Duration) -> Result<f64> {
+    let ticks = |pid: u32| -> Result<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the command name (which may hold spaces) start after the last ')'.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or("malformed /proc stat")?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: u64 = fields.get(11).ok_or("no utime")?.parse()?;
+        let stime: u64 = fields.get(12).ok_or("no stime")?.parse()?;
+        Ok(utime + stime)
+    };
+    let hz = 100.0; // USER_HZ on Linux
+    let before = ticks(pid)?;
+    let t = Instant::now();
+    thread::sleep(window);
+    let after = ticks(pid)?;
+    Ok((after - before) as f64 / hz / t.elapsed().as_secs_f64())
 }
