@@ -311,6 +311,40 @@ impl ServerProcess {
         proc_status_kib(self.child.id(), "Threads:")
     }
 
+    /// CPU time (user + system) the child has used so far, from `/proc/PID/stat`.
+    pub fn cpu_time(&self) -> io::Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // Fields after the command name (which may contain spaces) start after the last ')'.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the command name.
+        let (Some(utime), Some(stime)) = (ticks(11), ticks(12)) else {
+            return Err(io::Error::other("malformed /proc/PID/stat"));
+        };
+        // SAFETY: sysconf has no memory effects; _SC_CLK_TCK is a valid name.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Ok(Duration::from_millis((utime + stime) * 1000 / hz))
+    }
+
+    /// Sets the child's `RLIMIT_NOFILE` (soft and hard) with prlimit(2), e.g. to drive it into
+    /// EMFILE. Lowering a limit needs no privilege.
+    pub fn set_nofile_limit(&mut self, limit: u64) -> io::Result<()> {
+        if !self.is_running() {
+            return Err(io::Error::other("server already exited"));
+        }
+        let pid = libc::pid_t::try_from(self.child.id()).map_err(io::Error::other)?;
+        let new = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+        // SAFETY: prlimit reads one valid `rlimit` and writes nothing (old limit pointer is null);
+        // the PID is our own unreaped child (checked above), so it names no other process.
+        let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
     /// Kills the child with SIGKILL (if still running) and reaps it.
     pub fn kill(&mut self) {
         if self.status.is_none() {
@@ -403,6 +437,8 @@ mod tests {
         assert_eq!(fake.addr().port(), 1);
         assert!(fake.is_running());
         assert!(fake.fd_count().unwrap() >= 3);
+        assert!(fake.cpu_time().unwrap() < Duration::from_secs(5));
+        fake.set_nofile_limit(64).unwrap();
         fake.sigterm().unwrap();
         let status = fake.wait_timeout(Duration::from_secs(5)).unwrap().unwrap();
         assert_eq!(status.code(), None);
