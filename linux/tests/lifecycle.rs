@@ -61,7 +61,7 @@ fn backpressure_pauses_reading_and_the_idle_clock_then_resumes() {
         assert!(
             sent_while_paused < n as usize,
             "{ctx}: the server read all {n} requests ({} MiB) while its replies were not read",
-            n as usize * frame_len >> 20
+            (n as usize * frame_len) >> 20
         );
         for seq in 0..n {
             match c.recv(TIMEOUT) {
