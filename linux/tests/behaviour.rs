@@ -21,7 +21,7 @@ use doorway_testkit::client::{frame_bytes, Client, CloseKind, Frame, RecvError};
 use doorway_testkit::rng::Rng;
 use doorway_testkit::suite::{check_error_frame, run_suite, Target};
 
-use common::{args, name, percentile, spawn, stat, stats, wait_open_at_most, MODELS, TIMEOUT};
+use common::{args, each_model, name, percentile, spawn, stat, stats, wait_open_at_most, MODELS, TIMEOUT};
 
 fn connect_served(addr: std::net::SocketAddr, tag: u32) -> Client {
     let mut c = Client::connect(addr, TIMEOUT).expect("connect");
@@ -50,7 +50,7 @@ fn expect_error_then_close(c: &mut Client, code: ErrorCode, seq: u32, context: &
 
 #[test]
 fn broadcast_to_200_connections() {
-    for model in MODELS {
+    each_model(MODELS, |model| {
         let server = spawn(model);
         let ctx = name(model);
         let mut conns: Vec<Client> = (0..200).map(|i| connect_served(server.addr(), i)).collect();
@@ -78,7 +78,7 @@ fn broadcast_to_200_connections() {
             expect(c, Frame::new(PONG, 9, b""), &format!("{ctx}: conn {i}: nothing after the 200 copies"));
         }
         println!("{ctx}: 200 x 200 broadcast delivered in {:?}", start.elapsed());
-    }
+    });
 }
 
 /// Reads the hog's stream after its flood: in-order ECHO replies (a prefix of what it sent), maybe
@@ -111,7 +111,7 @@ fn drain_hog(hog: &mut Client, ctx: &str) -> (u32, bool) {
 
 #[test]
 fn slow_consumer_is_closed_and_healthy_clients_are_unaffected() {
-    for model in MODELS {
+    each_model(MODELS, |model| {
         let ctx = name(model);
         let extra = ["--high-watermark", "65536", "--low-watermark", "16384", "--write-timeout-ms", "500"];
         let server = spawn(&args(model, &extra));
@@ -197,19 +197,21 @@ fn slow_consumer_is_closed_and_healthy_clients_are_unaffected() {
         );
         assert!(echoes < hog_sent, "{ctx}: the hog was never cut off");
         assert!(sorted.len() >= 100, "{ctx}: healthy clients made only {} requests", sorted.len());
-        assert!(p99 < Duration::from_millis(100), "{ctx}: healthy p99 {p99:?} beside the hog");
+        // A server stalled by the hog would hold healthy replies for the write timeout (500 ms) or
+        // longer; a loaded CI machine alone stays well below this.
+        assert!(p99 < Duration::from_millis(250), "{ctx}: healthy p99 {p99:?} beside the hog");
         assert!(max_rss < base_rss + 64 * 1024, "{ctx}: RSS grew from {base_rss} to {max_rss} KiB");
         // The server decided SLOW_CONSUMER (counted even when the ERROR cannot be delivered) about
         // write_timeout after the hog's buffers filled, which takes milliseconds here.
         let Some(cut_after) = cut_after else { panic!("{ctx}: errors_sent_6 never counted the hog") };
         assert!(cut_after < Duration::from_millis(500 + 1500), "{ctx}: hog cut off only after {cut_after:?}");
         println!("{ctx}: SLOW_CONSUMER decided {cut_after:?} into the flood (write timeout 500 ms)");
-    }
+    });
 }
 
 #[test]
 fn garbage_and_oversized_input_harm_no_one() {
-    for model in MODELS {
+    each_model(MODELS, |model| {
         let ctx = name(model);
         let server = spawn(model);
         let seed = Rng::seed_from_time();
@@ -311,12 +313,12 @@ fn garbage_and_oversized_input_harm_no_one() {
         let open = wait_open_at_most(&server, 1, Duration::from_secs(10));
         assert_eq!(open, 1, "{ctx}: {open} connections still open after every client left");
         println!("{ctx}: {healthy_requests} healthy requests beside 150 garbage connections");
-    }
+    });
 }
 
 #[test]
 fn server_full_refuses_with_error_5() {
-    for model in MODELS {
+    each_model(MODELS, |model| {
         let ctx = name(model);
         let server = spawn(&args(model, &["--max-connections", "3"]));
         let before = stats(&server);
@@ -333,12 +335,12 @@ fn server_full_refuses_with_error_5() {
             refused >= 3 && errors >= 3,
             "{ctx}: refused {refused}, ERROR 5 sent {errors}, expected 3 each"
         );
-    }
+    });
 }
 
 #[test]
 fn idle_timeout_closes_with_error_4() {
-    for model in MODELS {
+    each_model(MODELS, |model| {
         let ctx = name(model);
         let server = spawn(&args(model, &["--idle-timeout-ms", "300"]));
         let mut target = Target::new(server.addr());
@@ -348,7 +350,7 @@ fn idle_timeout_closes_with_error_4() {
         assert!(report.passed(), "{ctx}:\n{report}\n{}", server.stderr_text());
         let s = stats(&server);
         assert!(stat(&s, "errors_sent_4") >= 3, "{ctx}: errors_sent_4 = {}", stat(&s, "errors_sent_4"));
-    }
+    });
 }
 
 /// Reads `n` in-order ECHO replies, then ERROR 7 seq 0, then the close.
@@ -411,9 +413,9 @@ fn drain_run(model: &[&str], signal: libc::c_int) {
 
 #[test]
 fn sigterm_drains_every_request_then_error_7() {
-    for model in MODELS {
+    each_model(MODELS, |model| {
         drain_run(model, libc::SIGTERM);
-    }
+    });
 }
 
 #[test]
@@ -423,7 +425,7 @@ fn sigint_drains_too() {
 
 #[test]
 fn half_close_with_many_requests_gets_every_reply() {
-    for model in MODELS {
+    each_model(MODELS, |model| {
         let ctx = name(model);
         let server = spawn(model);
         let mut c = Client::connect(server.addr(), TIMEOUT).unwrap();
@@ -439,5 +441,5 @@ fn half_close_with_many_requests_gets_every_reply() {
             Ok(CloseKind::Eof) => {}
             other => panic!("{ctx}: after {n} replies to a half-closed connection: {other:?}"),
         }
-    }
+    });
 }

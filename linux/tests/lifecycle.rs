@@ -17,11 +17,11 @@ use doorway_core::frame::ErrorCode;
 use doorway_testkit::client::{frame_bytes, Client, Frame, RecvError};
 use doorway_testkit::suite::{check_error_frame, raw_header};
 
-use common::{args, name, spawn, stat, stats, wait_open_at_most, MODELS, TIMEOUT};
+use common::{args, each_model, name, spawn, stat, stats, wait_open_at_most, MODELS, TIMEOUT};
 
 #[test]
 fn backpressure_pauses_reading_and_the_idle_clock_then_resumes() {
-    for model in MODELS {
+    each_model(MODELS, |model| {
         let ctx = name(model);
         let extra = [
             "--high-watermark",
@@ -76,12 +76,12 @@ fn backpressure_pauses_reading_and_the_idle_clock_then_resumes() {
             "{ctx}: {sent_while_paused} of {n} requests accepted while paused; RSS {base_rss} -> {paused_rss} KiB"
         );
         assert!(paused_rss < base_rss + 16 * 1024, "{ctx}: RSS {base_rss} -> {paused_rss} KiB while paused");
-    }
+    });
 }
 
 #[test]
 fn linger_ends_a_closing_connection_the_client_keeps_open() {
-    for model in MODELS {
+    each_model(MODELS, |model| {
         let ctx = name(model);
         let server = spawn(&args(model, &["--linger-ms", "500"]));
         let mut c = Client::connect(server.addr(), TIMEOUT).unwrap();
@@ -113,12 +113,12 @@ fn linger_ends_a_closing_connection_the_client_keeps_open() {
             "{ctx}: the lingering connection is still counted"
         );
         println!("{ctx}: linger 500 ms ended after {failed_after:?}");
-    }
+    });
 }
 
 #[test]
 fn emfile_refuses_without_a_busy_loop() {
-    for model in MODELS {
+    each_model(MODELS, |model| {
         let ctx = name(model);
         let mut server = spawn(model);
         let base_fds = server.fd_count().unwrap() as u64;
@@ -171,37 +171,40 @@ fn emfile_refuses_without_a_busy_loop() {
             thread::sleep(Duration::from_millis(50));
         }
         assert!(server.is_running(), "{ctx}: server died at the fd limit:\n{}", server.stderr_text());
-    }
+    });
 }
 
 #[test]
 fn counters_are_global_across_shards() {
-    for model in [&["--model", "fused", "--shards", "2"][..], &["--model", "pipeline", "--shards", "2"]] {
-        let ctx = name(model);
-        let server = spawn(model);
-        let mut conns: Vec<Client> = (0..20)
-            .map(|i| {
-                let mut c = Client::connect(server.addr(), TIMEOUT).unwrap();
-                assert_eq!(c.request(ECHO, i, b"x", TIMEOUT).unwrap(), Frame::new(ECHO, i, b"x"));
-                c
-            })
-            .collect();
-        for (i, c) in conns.iter_mut().enumerate() {
-            let f = c.request(doorway_core::frame::kind::STATS, 1, b"", TIMEOUT).unwrap();
-            let s = doorway_testkit::json::parse_int_object(&f.body).unwrap();
-            let open = stat(&s, "connections_open");
-            assert!(open >= 20, "{ctx}: STATS on connection {i} says connections_open = {open} of 20");
-            assert!(stat(&s, "frames_in") >= 20 + i as i128, "{ctx}: frames_in not global: {s:?}");
-        }
-        drop(conns);
-        assert_eq!(wait_open_at_most(&server, 1, TIMEOUT), 1, "{ctx}");
-        assert!(stat(&stats(&server), "connections_accepted") >= 21, "{ctx}");
-    }
+    each_model(
+        &[&["--model", "fused", "--shards", "2"][..], &["--model", "pipeline", "--shards", "2"]],
+        |model| {
+            let ctx = name(model);
+            let server = spawn(model);
+            let mut conns: Vec<Client> = (0..20)
+                .map(|i| {
+                    let mut c = Client::connect(server.addr(), TIMEOUT).unwrap();
+                    assert_eq!(c.request(ECHO, i, b"x", TIMEOUT).unwrap(), Frame::new(ECHO, i, b"x"));
+                    c
+                })
+                .collect();
+            for (i, c) in conns.iter_mut().enumerate() {
+                let f = c.request(doorway_core::frame::kind::STATS, 1, b"", TIMEOUT).unwrap();
+                let s = doorway_testkit::json::parse_int_object(&f.body).unwrap();
+                let open = stat(&s, "connections_open");
+                assert!(open >= 20, "{ctx}: STATS on connection {i} says connections_open = {open} of 20");
+                assert!(stat(&s, "frames_in") >= 20 + i as i128, "{ctx}: frames_in not global: {s:?}");
+            }
+            drop(conns);
+            assert_eq!(wait_open_at_most(&server, 1, TIMEOUT), 1, "{ctx}");
+            assert!(stat(&stats(&server), "connections_accepted") >= 21, "{ctx}");
+        },
+    );
 }
 
 #[test]
 fn drain_timeout_bounds_shutdown_beside_a_client_that_never_reads() {
-    for model in MODELS {
+    each_model(MODELS, |model| {
         let ctx = name(model);
         let extra = [
             "--drain-timeout-ms",
@@ -246,5 +249,5 @@ fn drain_timeout_bounds_shutdown_beside_a_client_that_never_reads() {
         flood.join().unwrap();
         drop(hog);
         println!("{ctx}: exited 0 {took:?} after SIGTERM beside a non-reading client");
-    }
+    });
 }

@@ -88,3 +88,27 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let idx = ((sorted.len() - 1) as f64 * p / 100.0).round() as usize;
     sorted[idx.min(sorted.len() - 1)]
 }
+
+/// Runs `test` once per model and fails afterwards if any run failed, naming every failing model
+/// (a failure in one model does not hide the others').
+pub fn each_model(models: &[&[&str]], test: impl Fn(&[&str])) {
+    let mut failed = Vec::new();
+    for model in models {
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(model)));
+        if let Err(panic) = run {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            failed.push(format!("[{}] {message}", name(model)));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "failed in {} of {} models:\n{}",
+        failed.len(),
+        models.len(),
+        failed.join("\n")
+    );
+}
