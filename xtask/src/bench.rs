@@ -654,7 +654,7 @@ pub fn run(quick: bool, args: &[String]) -> Result {
         main_specs.push(ServerSpec::peer(&bin, "peer A"));
     } else {
         main_specs.push(ServerSpec::doorway(&bin, &opts.model, opts.shards));
-        if opts.models {
+        if opts.models && !opts.quick {
             // The other model too, so the default can be chosen from the same rounds.
             let other = if opts.model == "fused" { "pipeline" } else { "fused" };
             main_specs.push(ServerSpec::doorway(&bin, other, opts.shards));
