@@ -130,19 +130,22 @@ impl Connected {
             }
             flush(conn, &epoll, i, &mut self.stats);
         }
+        // Totals over open connections, kept up to date per event rather than recounted per wake-up,
+        // so a wake-up costs what it handles, not the number of connections.
+        let mut totals = Tally::default();
+        for conn in &self.conns {
+            totals.add(conn.tally());
+        }
         let mut events: Vec<Event> = Vec::with_capacity(1024);
         loop {
             let now = plan.now();
-            let (open, outstanding, to_send) = self
-                .conns
-                .iter()
-                .filter(|c| c.open)
-                .fold((0, 0, 0), |acc, c| (acc.0 + 1, acc.1 + c.outstanding, acc.2 + c.to_send.min(1)));
-            if open == 0 || (outstanding == 0 && (to_send == 0 || now >= plan.stop_sending)) {
+            if totals.open == 0
+                || (totals.outstanding == 0 && (totals.sending == 0 || now >= plan.stop_sending))
+            {
                 return Ok(());
             }
             if now >= plan.hard_deadline {
-                self.stats.errors.timeout += outstanding as u64;
+                self.stats.errors.timeout += totals.outstanding as u64;
                 return Ok(());
             }
             let next = if now < plan.stop_sending { plan.stop_sending } else { plan.hard_deadline };
@@ -156,6 +159,7 @@ impl Connected {
                 if !conn.open {
                     continue;
                 }
+                totals.remove(conn.tally());
                 if event.writable {
                     flush(conn, &epoll, idx, &mut self.stats);
                 }
@@ -168,11 +172,44 @@ impl Connected {
                 if !conn.open {
                     let _ = epoll.delete(conn.stream.as_raw_fd());
                 }
+                totals.add(conn.tally());
             }
             if replies > 0 {
                 self.worker.progress.fetch_add(replies, Ordering::Relaxed);
             }
         }
+    }
+}
+
+/// Counts over open connections: how many, requests outstanding, and how many may still send.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    open: usize,
+    outstanding: usize,
+    sending: usize,
+}
+
+impl Tally {
+    fn add(&mut self, t: Tally) {
+        self.open += t.open;
+        self.outstanding += t.outstanding;
+        self.sending += t.sending;
+    }
+
+    fn remove(&mut self, t: Tally) {
+        self.open -= t.open;
+        self.outstanding -= t.outstanding;
+        self.sending -= t.sending;
+    }
+}
+
+impl Conn {
+    /// This connection's share of the [`Tally`] (nothing once closed).
+    fn tally(&self) -> Tally {
+        if !self.open {
+            return Tally::default();
+        }
+        Tally { open: 1, outstanding: self.outstanding, sending: usize::from(self.to_send > 0) }
     }
 }
 
