@@ -29,6 +29,9 @@ use std::time::{Duration, Instant};
 
 use crate::util::{cargo, project_root, run as run_cmd, Result};
 
+/// Share of the window a server may spend runnable but off-CPU before its run is flagged.
+const CONTENDED: f64 = 0.10;
+
 /// Knobs of one bench invocation.
 #[derive(Debug, Clone)]
 struct Options {
@@ -458,6 +461,17 @@ impl Bench {
                 scenario.id, spec.label
             ));
         }
+        if let (Some(wait), Some(window)) = (sample.get("server_wait_ns"), sample.get("window_s")) {
+            let share = wait / (window * 1e9);
+            if share > CONTENDED {
+                self.results.problems.push(format!(
+                    "scenario {} on {}: the server waited {:.0}% of the window for a CPU (contended)",
+                    scenario.id,
+                    spec.label,
+                    share * 100.0
+                ));
+            }
+        }
         if sample.get("messages").is_some() {
             self.results.samples.push((scenario.id.to_string(), spec.label.clone(), sample));
         }
@@ -517,6 +531,24 @@ impl Bench {
             }
         }
         s
+    }
+
+    /// How long servers waited for a CPU inside their windows, over every run: the noise gauge.
+    fn contention(&self) -> String {
+        let shares: Vec<f64> = self
+            .results
+            .samples
+            .iter()
+            .filter_map(|(_, _, s)| Some(s.get("server_wait_ns")? / (s.get("window_s")? * 1e9) * 100.0))
+            .collect();
+        match median(&shares) {
+            Some(m) => format!(
+                "contention: servers waited for a CPU {m:.1}% of their windows (median over {} runs, max {:.1}%)",
+                shares.len(),
+                shares.iter().copied().fold(0.0, f64::max)
+            ),
+            None => "contention: not measured".into(),
+        }
     }
 
     fn ratio(&self, scenario: &str, metric: Metric, a: &str, b: &str) -> Option<f64> {
@@ -679,6 +711,7 @@ pub fn run(quick: bool, args: &[String]) -> Result {
         opts.seconds,
         opts.warmup
     );
+    let _ = writeln!(out, "- {}", bench.contention());
     let _ = writeln!(out, "\n## {} vs {peer}\n", labels[..labels.len() - 1].join(", "));
     out.push_str(&bench.table(&all, &labels, peer));
     for label in &labels[..labels.len() - 1] {

@@ -287,11 +287,15 @@ fn run(cfg: Config) -> Report {
     stats.errors.add(&idle_errors);
     let idle_open = idle.len();
     drop(idle);
-    let (server_cpu_ns, server_rss_kib) = match (first, last) {
-        (Some(a), Some(b)) => (Some(b.cpu_ns.saturating_sub(a.cpu_ns)), Some(b.rss_kib)),
-        _ => (None, None),
+    let (server_cpu_ns, server_rss_kib, server_wait_ns) = match (first, last) {
+        (Some(a), Some(b)) => (
+            Some(b.cpu_ns.saturating_sub(a.cpu_ns)),
+            Some(b.rss_kib),
+            Some(b.wait_ns.saturating_sub(a.wait_ns)),
+        ),
+        _ => (None, None, None),
     };
-    Report { config: cfg, stats, window, idle_open, server_cpu_ns, server_rss_kib }
+    Report { config: cfg, stats, window, idle_open, server_cpu_ns, server_rss_kib, server_wait_ns }
 }
 
 /// Prints a progress line every interval, to stderr.

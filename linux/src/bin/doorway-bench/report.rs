@@ -97,6 +97,9 @@ pub struct ServerSample {
     pub cpu_ns: u64,
     /// Resident set size in KiB.
     pub rss_kib: u64,
+    /// Time its threads spent runnable but waiting for a CPU, in nanoseconds (the sum of
+    /// `/proc/PID/task/*/schedstat` field 2): large values mean the machine was contended.
+    pub wait_ns: u64,
 }
 
 impl ServerSample {
@@ -118,7 +121,14 @@ impl ServerSample {
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        Some(ServerSample { cpu_ns, rss_kib })
+        let wait_ns = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+            .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum();
+        Some(ServerSample { cpu_ns, rss_kib, wait_ns })
     }
 }
 
@@ -136,6 +146,8 @@ pub struct Report {
     pub server_cpu_ns: Option<u64>,
     /// Server RSS at the end of the window.
     pub server_rss_kib: Option<u64>,
+    /// Time the server's threads waited for a CPU inside the window.
+    pub server_wait_ns: Option<u64>,
 }
 
 impl Report {
@@ -222,7 +234,12 @@ impl Report {
         if let Some(cpu) = self.server_cpu_ns {
             let per = self.cpu_per_msg_ns().map(|ns| format!("{ns:.0} ns/msg")).unwrap_or_default();
             let rss = self.server_rss_kib.unwrap_or(0);
-            let _ = writeln!(s, "  server    cpu {:.3} s in window ({per}), rss {rss} KiB", cpu as f64 / 1e9);
+            let wait = self.server_wait_ns.unwrap_or(0) as f64 / 1e9;
+            let _ = writeln!(
+                s,
+                "  server    cpu {:.3} s in window ({per}), waited {wait:.3} s for a CPU, rss {rss} KiB",
+                cpu as f64 / 1e9
+            );
         }
         s
     }
@@ -275,6 +292,9 @@ impl Report {
         }
         if let Some(rss) = self.server_rss_kib {
             let _ = write!(s, ",\"server_rss_kib\":{rss}");
+        }
+        if let Some(wait) = self.server_wait_ns {
+            let _ = write!(s, ",\"server_wait_ns\":{wait}");
         }
         s.push('}');
         s

@@ -191,7 +191,9 @@ fn server_cpu_is_sampled_from_proc() {
     let report = run(config(addr, &["--connections", "4", "--duration", "0.3", "--server-pid", &pid]));
     assert!(report.server_rss_kib.unwrap() > 0);
     assert!(report.server_cpu_ns.is_some());
+    assert!(report.server_wait_ns.is_some());
     assert!(report.json().contains("\"server_cpu_ns_per_msg\":"));
+    assert!(report.json().contains("\"server_wait_ns\":"));
 }
 
 #[test]
