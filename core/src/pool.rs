@@ -154,7 +154,15 @@ impl<'a, S: AsMut<[FreeSlot<'a>]>> Pool<'a, S> {
         for slot in slots.iter_mut().skip(capacity) {
             *slot = None;
         }
-        Ok(Pool { free, n_free: capacity, capacity, block_size, start, end, _memory: core::marker::PhantomData })
+        Ok(Pool {
+            free,
+            n_free: capacity,
+            capacity,
+            block_size,
+            start,
+            end,
+            _memory: core::marker::PhantomData,
+        })
     }
 
     /// Takes a free block (its contents are whatever its last user left).

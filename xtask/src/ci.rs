@@ -17,6 +17,10 @@ pub const JOBS: &[Job] = &[
     Job { name: "fmt", about: "cargo fmt --check", run: fmt },
     Job { name: "clippy", about: "clippy, warnings denied", run: clippy },
     Job { name: "host-tests", about: "all host tests (unit, property, integration)", run: host_tests },
+    Job { name: "tidy", about: "module docs, SAFETY comments, no log/alloc in core", run: tidy },
+    Job { name: "loom", about: "loom model checks of the queues and doors", run: loom },
+    Job { name: "no-std", about: "doorway-core for thumbv7em/thumbv6m, each log feature", run: no_std },
+    Job { name: "fuzz-smoke", about: "build and run the decode fuzz target for 10 s", run: fuzz_smoke },
     Job {
         name: "bench-quick",
         about: "cargo xtask bench --quick (harness check, no thresholds)",
@@ -71,7 +75,81 @@ fn host_tests() -> Result {
     run(cargo().args(["test", "--workspace"]))
 }
 
+fn tidy() -> Result {
+    run(cargo().args(["test", "-p", "xtask", "--", "tidy"]))
+}
+
+/// The loom models in `core/tests/loom_*.rs`, in their own target dir (the `--cfg loom` build
+/// shares nothing with the normal one).
+fn loom() -> Result {
+    let target_dir = crate::util::project_root().join("target/loom");
+    run(cargo()
+        .args(["test", "-p", "doorway-core", "--release", "--test", "loom*"])
+        .env("RUSTFLAGS", "--cfg loom")
+        .env("CARGO_TARGET_DIR", target_dir)
+        .env("LOOM_MAX_PREEMPTIONS", "3"))
+}
+
+/// doorway-core for both no_std targets with no logging, `defmt` and `log`.
+fn no_std() -> Result {
+    for target in crate::setup::TARGETS {
+        for features in ["", "defmt", "log"] {
+            let mut cmd = crate::setup::cross_cargo("build", target)?;
+            cmd.args(["-p", "doorway-core", "--no-default-features"]);
+            if !features.is_empty() {
+                cmd.args(["--features", features]);
+            }
+            run(&mut cmd)?;
+        }
+    }
+    Ok(())
+}
+
+fn fuzz_smoke() -> Result {
+    fuzz("decode", 10)
+}
+
+/// `cargo xtask fuzz <target> --seconds N`: runs a cargo-fuzz target of `core/fuzz` for N
+/// seconds. cargo-fuzz needs nightly compiler flags: the `nightly` toolchain when installed,
+/// else the active toolchain with `RUSTC_BOOTSTRAP=1`. The decoder is safe code, so no sanitizer:
+/// libFuzzer's coverage, debug assertions and the target's own consistency checks find the bugs.
 pub fn fuzz(target: &str, seconds: u64) -> Result {
-    let _ = (target, seconds);
-    Err("fuzz: not wired yet".into())
+    let core_dir = crate::util::project_root().join("core");
+    let targets = std::fs::read_dir(core_dir.join("fuzz/fuzz_targets"))?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".rs")).map(str::to_owned))
+        .collect::<Vec<_>>();
+    if !targets.iter().any(|t| t == target) {
+        return Err(format!("no fuzz target `{target}` (have: {})", targets.join(", ")).into());
+    }
+    let nightly = crate::util::output(std::process::Command::new("rustup").args(["toolchain", "list"]))
+        .map(|list| list.lines().any(|l| l.starts_with("nightly")))
+        .unwrap_or(false);
+    let mut cmd = if nightly {
+        let mut cmd = std::process::Command::new("rustup");
+        cmd.args(["run", "nightly", "cargo"]);
+        cmd
+    } else {
+        let mut cmd = cargo();
+        cmd.env("RUSTC_BOOTSTRAP", "1");
+        cmd
+    };
+    if nightly {
+        // The outer `cargo xtask` exported its own toolchain; the nightly child must not inherit it.
+        for var in ["RUSTUP_TOOLCHAIN", "CARGO", "RUSTC", "RUSTDOC", "RUSTC_WRAPPER"] {
+            cmd.env_remove(var);
+        }
+    }
+    let max_time = format!("-max_total_time={seconds}");
+    cmd.current_dir(&core_dir).args([
+        "fuzz",
+        "run",
+        "--sanitizer",
+        "none",
+        target,
+        "--",
+        &max_time,
+        "-max_len=4096",
+    ]);
+    run(&mut cmd)
 }

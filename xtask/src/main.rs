@@ -9,6 +9,7 @@ mod flags;
 mod qemu;
 mod server;
 mod setup;
+mod tidy;
 mod util;
 
 use std::process::ExitCode;

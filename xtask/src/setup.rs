@@ -163,7 +163,8 @@ pub fn cross_cargo_with(toolchain: Toolchain, subcommand: &str, target: &str) ->
             // runs with; a child on another toolchain must not inherit them.
             let mut cmd = Command::new("rustup");
             cmd.args(["run", DEBIAN_TOOLCHAIN, "cargo", subcommand, "--target", target, "-Zbuild-std=core"]);
-            for var in ["RUSTUP_TOOLCHAIN", "CARGO", "RUSTC", "RUSTDOC", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER"]
+            for var in
+                ["RUSTUP_TOOLCHAIN", "CARGO", "RUSTC", "RUSTDOC", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER"]
             {
                 cmd.env_remove(var);
             }

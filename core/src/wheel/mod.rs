@@ -277,7 +277,8 @@ impl<T, S: AsRef<[Entry<T>]> + AsMut<[Entry<T>]>> Wheel<T, S> {
         #[cfg(debug_assertions)]
         {
             // The first non-empty level holds the earliest slot (module invariant).
-            let earliest = self.levels.iter().filter_map(|l| l.next_expiration(self.elapsed)).map(|e| e.deadline).min();
+            let earliest =
+                self.levels.iter().filter_map(|l| l.next_expiration(self.elapsed)).map(|e| e.deadline).min();
             debug_assert_eq!(expiration.map(|e| e.deadline), earliest);
         }
         expiration
