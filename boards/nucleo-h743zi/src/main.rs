@@ -1,0 +1,114 @@
+//! doorway firmware for NUCLEO-H743ZI: STM32H743ZI at 400 MHz, LAN8742A PHY over RMII.
+//!
+//! The same server as the QEMU board: `doorway_embedded::serve` with the demo service on port
+//! 7200, here on embassy-stm32's `eth` driver with an address from DHCP. embassy's thread
+//! executor sleeps in WFE between events (real Cortex-M7 silicon does sleep there). Logs go out
+//! over RTT with defmt, and a panic prints through `panic-probe`; `cargo xtask flash
+//! nucleo-h743zi` builds, flashes and runs it with `probe-rs run`, which decodes both.
+#![no_std]
+#![no_main]
+
+use doorway_core::demo::Demo;
+use doorway_embedded::{serve, Config, DefaultStorage};
+use embassy_executor::Spawner;
+use embassy_net::{Runner, Stack, StackResources};
+use embassy_stm32::eth::{Ethernet, GenericPhy, PacketQueue};
+use embassy_stm32::peripherals::ETH;
+use embassy_stm32::{bind_interrupts, eth};
+use static_cell::{ConstStaticCell, StaticCell};
+
+#[cfg(feature = "defmt")]
+use defmt_rtt as _;
+use panic_probe as _;
+
+bind_interrupts!(struct Irqs {
+    ETH => eth::InterruptHandler;
+});
+
+/// Sockets: the default storage has 6, for 4 connections.
+const SOCKETS: usize = 6;
+/// DHCP takes one more socket.
+const STACK_SOCKETS: usize = SOCKETS + 1;
+
+type Device = Ethernet<'static, ETH, GenericPhy>;
+
+static STORAGE: ConstStaticCell<DefaultStorage> = ConstStaticCell::new(DefaultStorage::new());
+static PACKETS: StaticCell<PacketQueue<4, 4>> = StaticCell::new();
+static STACK_RESOURCES: StaticCell<StackResources<STACK_SOCKETS>> = StaticCell::new();
+
+macro_rules! info {
+    ($($arg:tt)*) => {{
+        #[cfg(feature = "defmt")]
+        defmt::info!($($arg)*);
+    }};
+}
+
+#[embassy_executor::main]
+async fn main(spawner: Spawner) {
+    let mut config = embassy_stm32::Config::default();
+    {
+        use embassy_stm32::rcc::*;
+        config.rcc.hsi = Some(HSIPrescaler::DIV1);
+        config.rcc.csi = true;
+        config.rcc.pll1 = Some(Pll {
+            source: PllSource::HSI,
+            prediv: PllPreDiv::DIV4,
+            mul: PllMul::MUL50,
+            divp: Some(PllDiv::DIV2),
+            divq: None,
+            divr: None,
+        });
+        config.rcc.sys = Sysclk::PLL1_P; // 400 MHz
+        config.rcc.ahb_pre = AHBPrescaler::DIV2; // 200 MHz
+        config.rcc.apb1_pre = APBPrescaler::DIV2;
+        config.rcc.apb2_pre = APBPrescaler::DIV2;
+        config.rcc.apb3_pre = APBPrescaler::DIV2;
+        config.rcc.apb4_pre = APBPrescaler::DIV2;
+        config.rcc.voltage_scale = VoltageScale::Scale1;
+    }
+    let p = embassy_stm32::init(config);
+    info!("doorway nucleo-h743zi booting");
+
+    // A locally administered MAC and the stack's seed from the chip's unique id.
+    let uid = embassy_stm32::uid::uid();
+    let mac = [0x02, 0x00, uid[0], uid[1], uid[2], uid[3]];
+    let seed = u64::from_le_bytes([uid[4], uid[5], uid[6], uid[7], uid[8], uid[9], uid[10], uid[11]]);
+
+    // Pins of the NUCLEO-144 RMII wiring (UM1974): REF_CLK PA1, MDIO PA2, MDC PC1, CRS_DV PA7,
+    // RXD0 PC4, RXD1 PC5, TXD0 PG13, TXD1 PB13, TX_EN PG11.
+    let device = Ethernet::new(
+        PACKETS.init(PacketQueue::<4, 4>::new()),
+        p.ETH,
+        Irqs,
+        p.PA1,
+        p.PA2,
+        p.PC1,
+        p.PA7,
+        p.PC4,
+        p.PC5,
+        p.PG13,
+        p.PB13,
+        p.PG11,
+        GenericPhy::new_auto(),
+        mac,
+    );
+    let net_config = embassy_net::Config::dhcpv4(Default::default());
+    let (stack, runner) = embassy_net::new(device, net_config, STACK_RESOURCES.init(StackResources::new()), seed);
+    spawner.must_spawn(net(runner));
+    spawner.must_spawn(server(stack));
+}
+
+#[embassy_executor::task]
+async fn net(mut runner: Runner<'static, Device>) -> ! {
+    runner.run().await
+}
+
+#[embassy_executor::task]
+async fn server(stack: Stack<'static>) -> ! {
+    stack.wait_config_up().await;
+    if let Some(v4) = stack.config_v4() {
+        info!("doorway listening on {}:7200", v4.address.address());
+        let _ = v4;
+    }
+    serve(stack, STORAGE.take(), Demo, Config::new()).await
+}
