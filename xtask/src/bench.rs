@@ -630,7 +630,9 @@ fn machine() -> String {
             })
         })
         .unwrap_or_else(|| "unknown".into());
-    format!("{cores} cores, {cpu}, Linux {}", kernel.trim())
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    format!("{cores} cores, {cpu}, Linux {}; load average at the end {}", kernel.trim(), load.join(" "))
 }
 
 fn now_utc() -> String {
