@@ -273,13 +273,12 @@ fn unknown_kinds(cx: &Cx<'_>) -> Result<(), Failure> {
         .collect();
     c.send_batch(&frames).map_err(|error| Failure::Send { what: "unhandled kinds".into(), error })?;
     for (i, &k) in kinds.iter().enumerate() {
-        let frame = cx.expect_error(&mut c, ErrorCode::UnknownKind, 100 + i as u32).map_err(|f| match f {
+        cx.expect_error(&mut c, ErrorCode::UnknownKind, 100 + i as u32).map_err(|f| match f {
             Failure::Unexpected { expected, got } => {
                 Failure::Unexpected { expected: format!("{expected} (for kind {k})"), got }
             }
             other => other,
         })?;
-        drop(frame);
     }
     cx.send(&mut c, ECHO, 9999, b"still open")?;
     cx.expect(&mut c, exp(ECHO, 9999, b"still open"))?;
