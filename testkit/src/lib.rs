@@ -10,6 +10,25 @@
 //! - [`json`]: a strict reader for STATS bodies; [`rng`]: a seeded generator for reproducible input.
 //!
 //! This crate is for tests and tools on a host with `std`; it never runs inside a server.
+//!
+//! Holding a server to the protocol, from a test or a tool:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use doorway_testkit::{run_suite, Target};
+//!
+//! let mut target = Target::new("127.0.0.1:7200".parse().unwrap());
+//! target.max_body = 1024; // what the server declares
+//! target.idle_timeout = Some(Duration::from_millis(500)); // short enough to test
+//! target.max_connections = Some(4); // run the SERVER_FULL case
+//! target.max_concurrent = 4; // never hold more connections than this
+//! let report = run_suite(&target);
+//! println!("{report}");
+//! assert!(report.passed());
+//! ```
+//!
+//! The same from a shell: `cargo run -p doorway-testkit --bin doorway-conformance -- --addr
+//! 127.0.0.1:7200 --max-body 1024 --idle-timeout-ms 500 --max-connections 4 --concurrent 4`.
 #![deny(missing_docs)]
 
 pub mod client;
