@@ -13,16 +13,17 @@
 //! being waited for.
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicUsize, Ordering};
 
 #[cfg(all(loom, target_has_atomic = "32"))]
-pub(crate) use loom::sync::atomic::AtomicU8;
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8};
 
 #[cfg(not(loom))]
-pub(crate) use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+pub(crate) use core::sync::atomic::{AtomicUsize, Ordering};
 
+// Compare-and-swap users only (`door`, `queue::mpsc`): absent on `thumbv6m-none-eabi`.
 #[cfg(all(not(loom), target_has_atomic = "32"))]
-pub(crate) use core::sync::atomic::AtomicU8;
+pub(crate) use core::sync::atomic::{AtomicBool, AtomicU8};
 
 #[cfg(loom)]
 pub(crate) use loom::cell::UnsafeCell;

@@ -95,7 +95,7 @@ fn no_std() -> Result {
     for target in crate::setup::TARGETS {
         for features in ["", "defmt", "log"] {
             let mut cmd = crate::setup::cross_cargo("build", target)?;
-            cmd.args(["-p", "doorway-core", "--no-default-features"]);
+            cmd.args(["-p", "doorway-core", "--no-default-features"]).env("RUSTFLAGS", "-D warnings");
             if !features.is_empty() {
                 cmd.args(["--features", features]);
             }
