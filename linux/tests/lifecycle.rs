@@ -251,3 +251,48 @@ fn drain_timeout_bounds_shutdown_beside_a_client_that_never_reads() {
         println!("{ctx}: exited 0 {took:?} after SIGTERM beside a non-reading client");
     });
 }
+
+#[test]
+fn max_connections_is_capped_by_the_fd_limit() {
+    each_model(MODELS, |model| {
+        let ctx = name(model);
+        // A 128-fd limit from the start: the default max-connections (10,000) cannot be honoured,
+        // so the server must cap it and refuse the excess with ERROR 5, not run into EMFILE.
+        let mut all = vec!["--listen", "127.0.0.1:0", "--log-level", "warn"];
+        all.extend_from_slice(model);
+        let server = doorway_testkit::ServerProcess::spawn_with_nofile(
+            common::doorway_bin(),
+            &all,
+            TIMEOUT,
+            Some(128),
+        )
+        .unwrap_or_else(|e| panic!("{ctx}: {e}"));
+        let mut conns: Vec<Client> =
+            (0..200).map(|_| Client::connect(server.addr(), TIMEOUT).unwrap()).collect();
+        for (i, c) in conns.iter_mut().enumerate() {
+            let _ = c.send(ECHO, i as u32, b"cap");
+        }
+        let (mut served, mut refused) = (0, 0);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for (i, c) in conns.iter_mut().enumerate() {
+            let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+            match c.recv(left) {
+                Ok(f) if f == Frame::new(ECHO, i as u32, b"cap") => served += 1,
+                Ok(f) => {
+                    check_error_frame(&f, ErrorCode::ServerFull, 0)
+                        .unwrap_or_else(|e| panic!("{ctx}: connection {i}: {e}"));
+                    refused += 1;
+                }
+                other => panic!("{ctx}: connection {i} of 200 under a 128-fd limit: {other:?}"),
+            }
+        }
+        println!("{ctx}: 128-fd limit: {served} served, {refused} refused with ERROR 5");
+        assert!(served >= 32, "{ctx}: only {served} served under a 128-fd limit");
+        assert!(
+            refused >= 72,
+            "{ctx}: only {refused} refused: the cap leaves no room for the server's own fds"
+        );
+        let mut server = server;
+        assert!(server.is_running(), "{ctx}: server died at its fd cap:\n{}", server.stderr_text());
+    });
+}

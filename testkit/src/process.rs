@@ -154,13 +154,37 @@ impl ServerProcess {
         args: &[S],
         timeout: Duration,
     ) -> Result<ServerProcess, SpawnError> {
+        ServerProcess::spawn_with_nofile(bin, args, timeout, None)
+    }
+
+    /// [`ServerProcess::spawn`], with the child's `RLIMIT_NOFILE` (soft and hard) set to `nofile`
+    /// before it starts, when given.
+    pub fn spawn_with_nofile<S: AsRef<std::ffi::OsStr>>(
+        bin: impl AsRef<Path>,
+        args: &[S],
+        timeout: Duration,
+        nofile: Option<u64>,
+    ) -> Result<ServerProcess, SpawnError> {
+        use std::os::unix::process::CommandExt;
         let wants_metrics = args.iter().any(|a| a.as_ref() == "--metrics-addr");
-        let mut child = Command::new(bin.as_ref())
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
+        let mut command = Command::new(bin.as_ref());
+        command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        if let Some(limit) = nofile {
+            let lim = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+            // SAFETY: the closure runs in the forked child before exec and only calls setrlimit,
+            // which is async-signal-safe, on a `rlimit` copied into the closure.
+            unsafe {
+                command.pre_exec(move || {
+                    // SAFETY: setrlimit reads one valid `rlimit`; lowering a limit needs no privilege.
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let mut child = command.spawn()?;
         let stdout = child.stdout.take().ok_or_else(|| io::Error::other("no stdout pipe"))?;
         let stderr = child.stderr.take().ok_or_else(|| io::Error::other("no stderr pipe"))?;
         let stdout_lines = spawn_stdout_reader(stdout);
