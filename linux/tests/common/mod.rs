@@ -36,6 +36,8 @@ pub fn doorway_bin() -> &'static str {
 
 /// Starts `doorway --listen 127.0.0.1:0 --log-level warn <args>` and waits for its listening line.
 pub fn spawn(args: &[&str]) -> ServerProcess {
+    // The tests hold hundreds to thousands of sockets: lift our own soft fd limit first.
+    let _ = doorway_testkit::raise_nofile_limit();
     let mut all = vec!["--listen", "127.0.0.1:0", "--log-level", "warn"];
     all.extend_from_slice(args);
     match ServerProcess::spawn(doorway_bin(), &all, Duration::from_secs(20)) {
