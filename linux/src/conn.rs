@@ -134,6 +134,9 @@ pub struct ConnState {
     pub out: OutBuf,
     /// When the last whole frame arrived (ms); shifted forward by pauses.
     pub last_frame: u64,
+    /// The idle deadline passed and a last read was asked for at this time (ms): the connection is
+    /// closed as idle only if that read brought no whole frame either.
+    pub idle_probe: Option<u64>,
     paused_at: u64,
     /// Since when pending output has been above the high watermark.
     pub over_high_since: Option<u64>,
@@ -165,6 +168,7 @@ impl Conn {
                 stop_read_done: false,
                 out: OutBuf::default(),
                 last_frame: now,
+                idle_probe: None,
                 paused_at: now,
                 over_high_since: None,
                 deadline: u64::MAX,
@@ -214,6 +218,9 @@ impl Conn {
                             if frames > 0 {
                                 io.c.add(Counter::FramesIn, frames);
                                 self.st.last_frame = io.now;
+                                if self.st.idle_probe.take().is_some() {
+                                    log::debug!("{}: the idle probe read found frames", self.st.id);
+                                }
                                 sched |= DEAL;
                             }
                             if let Some(r) = refused {
@@ -308,6 +315,7 @@ impl Conn {
         }
         if self.st.paused && pending < io.p.low {
             self.st.paused = false;
+            self.st.idle_probe = None;
             // The idle clock did not run while paused.
             self.st.last_frame += io.now.saturating_sub(self.st.paused_at);
             sched |= READ | DEAL;
@@ -337,17 +345,27 @@ impl Conn {
                 if let Some(since) = self.st.over_high_since {
                     if now >= since + io.p.write_ms && self.st.out.len() > io.p.high {
                         log::debug!("{}: slow consumer, closing", self.st.id);
-                        let discarded = self.st.out.discard_unsent(io.out_pool);
-                        let _ = discarded;
+                        self.st.out.discard_unsent(io.out_pool);
                         self.inb.clear();
                         return self.st.begin_close(io, Some((ErrorCode::SlowConsumer, 0)));
                     }
                 }
                 if !self.st.paused && now >= self.st.last_frame + io.p.idle_ms {
-                    log::debug!("{}: idle timeout", self.st.id);
+                    if self.st.idle_probe.is_none() {
+                        // Before calling it idle, read once more: whatever the socket holds counts.
+                        self.st.idle_probe = Some(now);
+                        return READ;
+                    }
+                    log::debug!(
+                        "{}: idle timeout (last frame {} ms ago, partial frame held: {})",
+                        self.st.id,
+                        now - self.st.last_frame,
+                        self.inb.holds_buffer()
+                    );
                     self.inb.clear();
                     return self.st.begin_close(io, Some((ErrorCode::IdleTimeout, 0)));
                 }
+                self.st.idle_probe = None;
                 0
             }
             Phase::Closing | Phase::Lingering => {
@@ -456,7 +474,11 @@ impl ConnState {
     pub fn next_check(&self, p: &Params) -> Option<u64> {
         match self.phase {
             Phase::Open => {
-                let idle = if self.paused { None } else { Some(self.last_frame + p.idle_ms) };
+                let idle = match (self.paused, self.idle_probe) {
+                    (true, _) => None,
+                    (false, Some(probe)) => Some(probe + 2 * TICK_MS),
+                    (false, None) => Some(self.last_frame + p.idle_ms),
+                };
                 let write = self.over_high_since.map(|s| s + p.write_ms);
                 match (idle, write) {
                     (Some(a), Some(b)) => Some(a.min(b)),

@@ -474,17 +474,21 @@ impl Shard {
                 Err(e)
                     if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
-                    // Out of descriptors: use the spare to accept and close one, so the listener
-                    // drains instead of waking us forever.
+                    // Out of descriptors (accept4 says so even with nothing queued): free the
+                    // spare, accept one connection and close it at once, take the spare back. An
+                    // empty queue ends the loop; the next connection brings a new edge.
                     let mut spare = self.spare.lock();
                     spare.take();
-                    if let Ok(fd) = socket::accept(listener) {
-                        c.add(Counter::Refused, 1);
-                        drop(fd);
-                    }
+                    let drained = match socket::accept(listener) {
+                        Ok(fd) => {
+                            self.refuse_now(&fd, c);
+                            false
+                        }
+                        Err(_) => true,
+                    };
                     *spare = File::open("/dev/null").ok();
-                    if spare.is_none() {
-                        log::warn!("out of file descriptors; refusing connections");
+                    if drained || spare.is_none() {
+                        log::warn!("out of file descriptors; refusing connections until some close");
                         break;
                     }
                 }
