@@ -15,9 +15,10 @@
 //!
 //! # Invariants ("never twice, never lost")
 //!
-//! - While a flag is set, its connection is in the matching queue exactly once (queued by the
-//!   opener, or popped and not yet closed). So a queue holds each connection at most once, and a
-//!   queue with one slot per connection can never be full. [`DoorQueue`] pairs a flag with an
+//! - Only the opener that set a flag enqueues, and the flag stays set until the consumer has
+//!   popped the connection. So while a flag is set its connection is in the matching queue at most
+//!   once (being enqueued, queued, or popped and not yet closed), and a queue with one slot per
+//!   connection can never be full. [`DoorQueue`] pairs a flag with an
 //!   [`mpsc`](crate::queue::mpsc) queue and keeps this invariant by construction.
 //! - News is never lost: if an opener's `fetch_or` comes after the consumer's clear, the opener
 //!   wins and re-queues; if it comes before, the consumer's clear (an `Acquire` read-modify-write

@@ -259,9 +259,10 @@ impl Header {
         out
     }
 
-    /// Header plus body length on the wire.
+    /// Header plus body length on the wire. Saturates instead of overflowing where `usize` is 32
+    /// bits and an unchecked header claims nearly 4 GiB.
     pub const fn wire_len(&self) -> usize {
-        HEADER_LEN + self.length as usize
+        HEADER_LEN.saturating_add(self.length as usize)
     }
 }
 
