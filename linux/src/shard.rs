@@ -651,7 +651,8 @@ impl Shard {
                     log::debug!("{}: refusing header ({:?})", st.id, r.code);
                     sched |= st.begin_close(io, Some((r.code, r.seq)));
                 } else if st.peer_eof {
-                    sched |= st.begin_close(io, None);
+                    let error = io.stopping.then_some((ErrorCode::ShuttingDown, 0));
+                    sched |= st.begin_close(io, error);
                 } else if io.stopping && st.stop_read_done {
                     sched |= st.begin_close(io, Some((ErrorCode::ShuttingDown, 0)));
                 }
