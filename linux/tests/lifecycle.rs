@@ -31,7 +31,7 @@ fn backpressure_pauses_reading_and_the_idle_clock_then_resumes() {
             "--write-timeout-ms",
             "20000",
             "--idle-timeout-ms",
-            "500",
+            "1000",
         ];
         let server = spawn(&args(model, &extra));
         let base_rss = server.rss_kib().unwrap();
@@ -53,9 +53,9 @@ fn backpressure_pauses_reading_and_the_idle_clock_then_resumes() {
                 Ok(())
             }
         });
-        // Read nothing for three idle timeouts: the server must stop reading us, and must not
+        // Read nothing for two and a half idle timeouts: the server must stop reading us, and must not
         // count that time as idle.
-        thread::sleep(Duration::from_millis(1500));
+        thread::sleep(Duration::from_millis(2500));
         let sent_while_paused = written.load(Ordering::Relaxed);
         let paused_rss = server.rss_kib().unwrap();
         assert!(
