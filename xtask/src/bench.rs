@@ -29,6 +29,10 @@ use std::time::{Duration, Instant};
 
 use crate::util::{cargo, project_root, run as run_cmd, Result};
 
+/// Workloads measured under callgrind, with the two message counts whose difference cancels
+/// start-up and shutdown: (scenario id, fewer, more).
+const CALLGRIND: &[(&str, u64, u64)] = &[("2", 10_000, 30_000), ("3", 50_000, 150_000), ("6b", 2_000, 6_000)];
+
 /// Share of the window a server may spend runnable but off-CPU before its run is flagged.
 const CONTENDED: f64 = 0.10;
 
@@ -42,6 +46,8 @@ struct Options {
     idle: usize,
     models: bool,
     self_check: bool,
+    /// Count user-space instructions per message under callgrind too.
+    callgrind: bool,
     /// doorway's model and shard count in the main comparison.
     model: String,
     shards: u32,
@@ -58,6 +64,7 @@ impl Options {
                 idle: 1_000,
                 models: true,
                 self_check: false,
+                callgrind: false,
                 model: "pipeline".into(),
                 shards: 1,
             }
@@ -70,6 +77,7 @@ impl Options {
                 idle: 10_000,
                 models: true,
                 self_check: false,
+                callgrind: true,
                 model: "pipeline".into(),
                 shards: 1,
             }
@@ -84,6 +92,7 @@ impl Options {
                 "--idle" => o.idle = value()?.parse()?,
                 "--no-models" => o.models = false,
                 "--self-check" => o.self_check = true,
+                "--no-callgrind" => o.callgrind = false,
                 "--model" => o.model = value()?.clone(),
                 "--shards" => o.shards = value()?.parse()?,
                 other => return Err(format!("bench: unknown option `{other}`").into()),
@@ -92,6 +101,8 @@ impl Options {
         if o.rounds == 0 || !(o.seconds > 0.0 && o.seconds <= 600.0) || !(0.0..=60.0).contains(&o.warmup) {
             return Err("bench: --rounds >= 1, 0 < --seconds <= 600, 0 <= --warmup <= 60".into());
         }
+        // Deterministic instruction counts complement the noisy timings, where valgrind exists.
+        o.callgrind = o.callgrind && crate::util::have("valgrind");
         if !matches!(o.model.as_str(), "pipeline" | "fused") || o.shards == 0 {
             return Err("bench: --model pipeline|fused, --shards >= 1".into());
         }
@@ -141,14 +152,24 @@ struct Server {
 
 impl Server {
     fn start(spec: &ServerSpec, pin: Option<&str>, log_dir: &Path) -> Result<Server> {
-        let mut cmd = match pin {
-            Some(cpu) => {
-                let mut cmd = Command::new("taskset");
-                cmd.args(["-c", cpu]).arg(&spec.program);
-                cmd
-            }
-            None => Command::new(&spec.program),
-        };
+        Server::start_wrapped(spec, pin, log_dir, &[])
+    }
+
+    /// Starts the server under `wrapper` (e.g. valgrind and its flags) if it is not empty.
+    fn start_wrapped(
+        spec: &ServerSpec,
+        pin: Option<&str>,
+        log_dir: &Path,
+        wrapper: &[String],
+    ) -> Result<Server> {
+        let mut argv: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(cpu) = pin {
+            argv.extend(["taskset".into(), "-c".into(), cpu.into()]);
+        }
+        argv.extend(wrapper.iter().map(Into::into));
+        argv.push(spec.program.clone().into_os_string());
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]);
         let log =
             std::fs::File::create(log_dir.join(format!("{}.stderr", spec.label.replace(['/', ' '], "-"))))?;
         cmd.args(&spec.args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
@@ -162,9 +183,9 @@ impl Server {
             for _ in lines {}
         });
         let mut server = Server { child, addr: String::new() };
-        let line = match rx.recv_timeout(Duration::from_secs(10)) {
+        let line = match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(Some(Ok(line))) => line,
-            _ => return Err(format!("{} printed no startup line within 10 s", spec.label).into()),
+            _ => return Err(format!("{} printed no startup line within 30 s", spec.label).into()),
         };
         let rest = line
             .strip_prefix(spec.banner)
@@ -178,16 +199,22 @@ impl Server {
     }
 
     /// SIGTERM, then SIGKILL if it has not exited within 5 s.
-    fn stop(mut self) {
+    fn stop(self) {
+        self.stop_within(Duration::from_secs(5));
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within `grace`; whether it exited by itself.
+    fn stop_within(mut self, grace: Duration) -> bool {
         let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                return true;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        eprintln!("bench: server {} ignored SIGTERM for 5 s; killing it", self.pid());
+        eprintln!("bench: server {} ignored SIGTERM for {grace:?}; killing it", self.pid());
+        false
     }
 }
 
@@ -507,7 +534,7 @@ impl Bench {
             let _ = write!(s, " {l} | spread |");
         }
         for l in &others {
-            let _ = write!(s, " {l}/{base} |");
+            let _ = write!(s, " {l} ÷ {base} |");
         }
         let _ = write!(
             s,
@@ -531,6 +558,76 @@ impl Bench {
             }
         }
         s
+    }
+
+    /// User-space instructions per message of `spec` on `scenario`: callgrind's total for `more`
+    /// messages minus its total for `fewer`, divided by the difference. Deterministic, so it holds
+    /// on a noisy machine where timings do not.
+    fn instructions_per_message(
+        &mut self,
+        scenario: &Scenario,
+        spec: &ServerSpec,
+        fewer: u64,
+        more: u64,
+    ) -> Option<f64> {
+        let a = self.callgrind_total(scenario, spec, fewer)?;
+        let b = self.callgrind_total(scenario, spec, more)?;
+        (b > a).then(|| (b - a) as f64 / (more - fewer) as f64)
+    }
+
+    /// Total instructions callgrind counted in `spec` serving `messages` requests of `scenario`.
+    fn callgrind_total(&mut self, scenario: &Scenario, spec: &ServerSpec, messages: u64) -> Option<u64> {
+        let name =
+            format!("callgrind-{}-{}-{messages}.out", scenario.id, spec.label.replace(['/', ' '], "-"));
+        let out_file = self.log_dir.join(name);
+        let _ = std::fs::remove_file(&out_file);
+        let wrapper = vec![
+            "valgrind".to_string(),
+            "--tool=callgrind".into(),
+            format!("--callgrind-out-file={}", out_file.display()),
+        ];
+        let problem = |what: String| format!("callgrind, scenario {} on {}: {what}", scenario.id, spec.label);
+        let server = match Server::start_wrapped(spec, self.server_cpu, &self.log_dir, &wrapper) {
+            Ok(server) => server,
+            Err(e) => {
+                self.results.problems.push(problem(e.to_string()));
+                return None;
+            }
+        };
+        let mut cmd = Command::new(&self.bench_bin);
+        cmd.args(["--addr", &server.addr, "--progress", "0", "--timeout", "120"])
+            .args(["--messages", &messages.to_string()])
+            .args(&scenario.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let out = cmd
+            .spawn()
+            .map_err(|e| e.to_string())
+            .and_then(|child| wait_bounded(child, Duration::from_secs(150)).map_err(|e| e.to_string()));
+        let exited = server.stop_within(Duration::from_secs(60));
+        match out {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => {
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                let errors =
+                    stdout.lines().find(|l| l.trim_start().starts_with("errors")).unwrap_or("failed");
+                self.results.problems.push(problem(errors.trim().to_string()));
+                return None;
+            }
+            Err(e) => {
+                self.results.problems.push(problem(e));
+                return None;
+            }
+        }
+        if !exited {
+            self.results.problems.push(problem("the server did not exit on SIGTERM; no profile".into()));
+            return None;
+        }
+        let text = std::fs::read_to_string(&out_file).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("totals:").or_else(|| l.strip_prefix("summary:")))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
     }
 
     /// How long servers waited for a CPU inside their windows, over every run: the noise gauge.
@@ -719,6 +816,45 @@ pub fn run(quick: bool, args: &[String]) -> Result {
     for label in &labels[..labels.len() - 1] {
         let _ = writeln!(out, "\nTargets (issue 4) for {label}:\n");
         out.push_str(&bench.targets(label, peer));
+    }
+
+    if opts.callgrind {
+        let _ = writeln!(out, "\n## User-space instructions per message (callgrind: deterministic)\n");
+        let _ = writeln!(
+            out,
+            "Counted by `valgrind --tool=callgrind` over the whole server process; (total for N2 messages \
+             - total for N1) / (N2 - N1), so start-up cancels. Kernel work (most of the CPU) is not counted.\n"
+        );
+        let others: Vec<&str> = labels.iter().copied().filter(|l| *l != peer).collect();
+        let _ = write!(out, "| # | workload | N1..N2 |");
+        for l in &labels {
+            let _ = write!(out, " {l} |");
+        }
+        for l in &others {
+            let _ = write!(out, " {l} ÷ {peer} |");
+        }
+        let _ = write!(out, "\n|---|---|---|{}\n", "---:|".repeat(labels.len() + others.len()));
+        for &(id, fewer, more) in CALLGRIND {
+            let Some(scenario) = all.iter().find(|s| s.id == id) else { continue };
+            let counts: Vec<Option<f64>> = main_specs
+                .iter()
+                .map(|spec| bench.instructions_per_message(scenario, spec, fewer, more))
+                .collect();
+            let base = counts.last().copied().flatten();
+            let _ = write!(out, "| {id} | {} | {fewer}..{more} |", scenario.title);
+            for c in &counts {
+                let _ = write!(out, " {} |", c.map_or("n/a".into(), |v| format!("{v:.0}")));
+            }
+            for c in &counts[..others.len()] {
+                let ratio = match (c, base) {
+                    (Some(x), Some(y)) if y > 0.0 => format!("{:.2}", x / y),
+                    _ => "n/a".into(),
+                };
+                let _ = write!(out, " {ratio} |");
+            }
+            out.push('\n');
+            eprintln!("bench: callgrind scenario {id} done");
+        }
     }
 
     if opts.models && !opts.self_check {
