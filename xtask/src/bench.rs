@@ -12,12 +12,18 @@
 //! round, then the median. doorway's own models (pipeline/fused, 1/2 shards) are compared the
 //! same way on the 100-connection workloads.
 //!
+//! Timings on a shared 2-core VM are noisy, so every run also reports how long the server waited
+//! for a CPU (`/proc/PID/task/*/schedstat`), runs that waited over 10% of their window are
+//! flagged, and a full run adds user-space instructions per message counted by callgrind (when
+//! valgrind is installed): a deterministic figure no neighbour can disturb.
+//!
 //! A full run writes `bench/RESULTS.md`; `--quick` (1 round, short windows, 1,000 idle
 //! connections, for CI: no thresholds) writes `target/bench/quick-results.md` instead.
 //!
 //! Options after `--`: `--rounds N`, `--seconds S` (window per run), `--warmup S`, `--idle N`,
 //! `--model pipeline|fused` and `--shards N` (doorway's settings in the main comparison; default
-//! the server's defaults), `--no-models`, `--self-check` (the peer against itself: shows the
+//! the server's defaults; the other model runs beside it unless `--no-models`), `--no-callgrind`,
+//! `--self-check` (the peer against itself: shows the
 //! noise floor, and works before doorway is built).
 
 use std::fmt::Write as _;
