@@ -23,8 +23,8 @@
 //! Options after `--`: `--rounds N`, `--seconds S` (window per run), `--warmup S`, `--idle N`,
 //! `--model pipeline|fused` and `--shards N` (doorway's settings in the main comparison; default
 //! the server's defaults; the other model runs beside it unless `--no-models`), `--no-callgrind`,
-//! `--self-check` (the peer against itself: shows the
-//! noise floor, and works before doorway is built).
+//! `--self-check` (the peer against itself: shows the noise floor, and works before doorway is
+//! built).
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
