@@ -33,9 +33,9 @@
 //!
 //! After BYE, an ERROR that closes, or the client's half-close, the session hands every reply
 //! owed to the socket, then the socket sends FIN and input is discarded until the client has
-//! acknowledged all our bytes and the FIN (bounded by [`Config::linger`]); a socket the client
-//! has not closed by then is reset. The replies are in the client's kernel before any reset, so a
-//! reset never destroys them, and a slot is free again within a round trip.
+//! acknowledged all our bytes and closed its side too, bounded by [`Config::linger`]; a socket
+//! the client has not closed by then is reset. A refusal only waits for the acknowledgement of
+//! its ERROR frame and FIN before the reset, so refused clients cannot pin sockets.
 
 use core::cell::RefCell;
 use core::convert::Infallible;
@@ -243,7 +243,7 @@ async fn connection<S: Service, const N: usize, const BUF: usize, const OUT: usi
         if full {
             net_debug!("doorway: server full, refusing on socket {}", index);
             refuse(&mut socket, hub, config).await;
-            shut_down(&mut socket, &mut frame[..], End::Shut, config).await;
+            shut_down(&mut socket, &mut frame[..], End::Shut, false, config).await;
             continue;
         }
         let id = hub.borrow_mut().open(index);
@@ -254,7 +254,7 @@ async fn connection<S: Service, const N: usize, const BUF: usize, const OUT: usi
         }
         let end = session(&mut socket, frame, index, hub, service, config).await;
         hub.borrow_mut().release(index);
-        shut_down(&mut socket, &mut frame[..], end, config).await;
+        shut_down(&mut socket, &mut frame[..], end, true, config).await;
         hub.borrow_mut().close(index);
         service.borrow_mut().on_close(id);
         net_trace!("doorway: conn {} closed", index);
@@ -285,16 +285,29 @@ async fn refuse<const N: usize, const OUT: usize>(
     }
 }
 
-/// Closes the socket after a session or a refusal. `Shut`: send FIN after what is queued, and
-/// discard input until the client acknowledged it all (bounded by `linger`), then reset a client
-/// that has not closed too. `Abort`: reset at once.
-async fn shut_down(socket: &mut TcpSocket<'_>, scratch: &mut [u8], end: End, config: Config) {
+/// Closes the socket after a session or a refusal.
+///
+/// `End::Shut`: FIN after what is queued; input is discarded meanwhile. A session's socket then
+/// waits until the client has acknowledged everything *and* closed its side, bounded by
+/// `linger`: an acknowledgement is not delivery when a proxy sits in between (QEMU's user
+/// network acknowledges and buffers), and a reset would make such a proxy drop replies the
+/// client has not read. A refusal (`wait_for_peer` false) is reset as soon as its one ERROR frame
+/// and the FIN are acknowledged, so refused clients that keep their end open cannot hold
+/// sockets. `End::Abort`: reset at once.
+async fn shut_down(
+    socket: &mut TcpSocket<'_>,
+    scratch: &mut [u8],
+    end: End,
+    wait_for_peer: bool,
+    config: Config,
+) {
     if end == End::Shut {
         socket.close();
         let deadline = Instant::now() + config.linger;
         let (mut rd, mut wr) = socket.split();
         let mut peer_closed = false;
-        loop {
+        let mut acknowledged = false;
+        while !(acknowledged && (peer_closed || !wait_for_peer)) {
             let read = async {
                 if peer_closed {
                     pending().await
@@ -302,10 +315,18 @@ async fn shut_down(socket: &mut TcpSocket<'_>, scratch: &mut [u8], end: End, con
                     rd.read(scratch).await
                 }
             };
-            match select3(read, wr.flush(), Timer::at(deadline)).await {
+            let flushed = async {
+                if acknowledged {
+                    pending().await
+                } else {
+                    wr.flush().await
+                }
+            };
+            match select3(read, flushed, Timer::at(deadline)).await {
                 Either3::First(Ok(0)) | Either3::First(Err(_)) => peer_closed = true,
                 Either3::First(Ok(_)) => {}
-                Either3::Second(_) | Either3::Third(()) => break,
+                Either3::Second(_) => acknowledged = true,
+                Either3::Third(()) => break,
             }
         }
     }

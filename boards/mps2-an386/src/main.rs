@@ -19,7 +19,16 @@
 #![no_std]
 #![no_main]
 
+/// Logs at INFO through defmt, or nothing without the `defmt` feature.
+macro_rules! info {
+    ($($arg:tt)*) => {{
+        #[cfg(feature = "defmt")]
+        defmt::info!($($arg)*);
+    }};
+}
+
 mod lan9118;
+mod stack;
 mod time;
 
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -37,12 +46,6 @@ use crate::lan9118::Lan9118;
 #[cfg(feature = "defmt")]
 use defmt_semihosting as _;
 
-macro_rules! info {
-    ($($arg:tt)*) => {{
-        #[cfg(feature = "defmt")]
-        defmt::info!($($arg)*);
-    }};
-}
 
 /// Parses a decimal compile-time setting, or falls back to `default`.
 const fn env_or(value: Option<&str>, default: u64) -> u64 {
@@ -107,6 +110,7 @@ static __INTERRUPTS: [Option<extern "C" fn()>; 32] = {
 
 #[cortex_m_rt::entry]
 fn main() -> ! {
+    stack::paint();
     let core = cortex_m::Peripherals::take().unwrap_or_else(|| fail("core peripherals taken"));
     time::init(core.SYST);
     info!("doorway mps2-an386: {} connections, idle timeout {} ms", CONNECTIONS, IDLE_TIMEOUT_MS);
@@ -148,7 +152,10 @@ async fn boot(spawner: Spawner) {
     });
     let seed = u64::from(Lan9118::entropy()) ^ 0x646f_6f72_7761_7921;
     let (stack, runner) = embassy_net::new(&mut *nic, config, STACK_RESOURCES.init(StackResources::new()), seed);
-    if spawner.spawn(net(runner)).is_err() || spawner.spawn(server(stack)).is_err() {
+    if spawner.spawn(net(runner)).is_err()
+        || spawner.spawn(server(stack)).is_err()
+        || spawner.spawn(stack::watch()).is_err()
+    {
         fail("spawn tasks");
     }
 }
