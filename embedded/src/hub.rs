@@ -335,4 +335,22 @@ mod tests {
         assert_eq!(names.len(), 14);
         assert_eq!(names[13], "errors_sent_7");
     }
+
+    #[test]
+    fn timers_rearm_cancel_and_run_out() {
+        let mut hub = Hub::<1, 64>::NEW;
+        hub.open(0);
+        let t0 = Instant::from_ticks(0);
+        let mut cx = hub.cx(0, t0);
+        cx.set_timer(1, 100).unwrap();
+        cx.set_timer(2, 50).unwrap();
+        assert_eq!(cx.set_timer(3, 10), Err(TimerError::Full));
+        cx.set_timer(1, 20).unwrap();
+        assert_eq!(hub.slots[0].next_timer(), Some(t0 + Duration::from_millis(20)), "re-arm moved timer 1");
+        let mut cx = hub.cx(0, t0);
+        cx.cancel_timer(1);
+        assert_eq!(hub.slots[0].next_timer(), Some(t0 + Duration::from_millis(50)));
+        hub.close(0);
+        assert_eq!(hub.slots[0].next_timer(), None, "timers die with their connection");
+    }
 }
