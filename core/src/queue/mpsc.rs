@@ -318,6 +318,29 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Against a `VecDeque` model, for capacities that are and are not powers of two.
+        #[test]
+        fn matches_vecdeque_model(
+            capacity in 1usize..9,
+            ops in proptest::collection::vec(proptest::prelude::any::<bool>(), 0..400),
+        ) {
+            let queue: Queue<u32, Vec<Slot<u32>>> = Queue::new((0..capacity).map(|_| Slot::new()).collect());
+            let mut rx = queue.consumer().unwrap();
+            let mut model = std::collections::VecDeque::new();
+            for (n, enqueue) in ops.into_iter().enumerate() {
+                if enqueue {
+                    let expected =
+                        if model.len() < capacity { model.push_back(n as u32); Ok(()) } else { Err(Full(n as u32)) };
+                    proptest::prop_assert_eq!(queue.enqueue(n as u32), expected);
+                } else {
+                    proptest::prop_assert_eq!(rx.dequeue(), model.pop_front());
+                }
+                proptest::prop_assert_eq!(queue.len(), model.len());
+            }
+        }
+    }
+
     #[test]
     fn zero_capacity_is_always_full() {
         let queue: Queue<u8, [Slot<u8>; 0]> = Queue::new([]);

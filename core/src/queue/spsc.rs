@@ -253,7 +253,8 @@ impl<T, const N: usize> Consumer<'_, T, N> {
 
     /// The number of values ready (a snapshot).
     pub fn len(&mut self) -> usize {
-        self.ready();
+        // Acquire: same pairing as in `ready`; always reload, the cache may be behind.
+        self.cached_tail = self.queue.tail.load(Ordering::Acquire);
         distance(self.head, self.cached_tail, N)
     }
 
@@ -324,6 +325,26 @@ mod tests {
             assert_eq!(Rc::strong_count(&token), 3);
         }
         assert_eq!(Rc::strong_count(&token), 1);
+    }
+
+    proptest::proptest! {
+        /// Against a `VecDeque` model with the same capacity, over random operation sequences.
+        #[test]
+        fn matches_vecdeque_model(ops in proptest::collection::vec(proptest::prelude::any::<bool>(), 0..400)) {
+            let mut queue: Queue<u32, 5> = Queue::new();
+            let (mut tx, mut rx) = queue.split();
+            let mut model = std::collections::VecDeque::new();
+            for (n, enqueue) in ops.into_iter().enumerate() {
+                if enqueue {
+                    let expected = if model.len() < 5 { model.push_back(n as u32); Ok(()) } else { Err(Full(n as u32)) };
+                    proptest::prop_assert_eq!(tx.enqueue(n as u32), expected);
+                } else {
+                    proptest::prop_assert_eq!(rx.peek().copied(), model.front().copied());
+                    proptest::prop_assert_eq!(rx.dequeue(), model.pop_front());
+                }
+                proptest::prop_assert_eq!(rx.len(), model.len());
+            }
+        }
     }
 
     #[test]
