@@ -96,7 +96,7 @@ impl Waker {
     }
 }
 
-/// Door flags of a slot: core's [`Flags`](doorway_core::door::Flags) under the roles' names.
+/// Door flags of a slot: core's `doorway_core::door::Flags` under the roles' names.
 pub mod door {
     use doorway_core::door::Flags;
     /// Queued for the receive role.

@@ -1,8 +1,8 @@
 //! The only module of doorway-linux with `unsafe`: thin, typed wrappers over the libc calls the
 //! server needs (mio's `sys/unix` shape).
 //!
-//! Every call goes through [`syscall!`], which turns a `-1` return into
-//! `io::Error::last_os_error()`. Every file descriptor is an [`OwnedFd`](std::os::fd::OwnedFd),
+//! Every call goes through `syscall!`, which turns a `-1` return into
+//! `io::Error::last_os_error()`. Every file descriptor is an `OwnedFd`,
 //! so it is closed exactly once, when its owner drops it. Callers above this module never see a raw
 //! pointer; buffers are passed as slices whose lengths bound what the kernel may touch.
 //!
