@@ -46,7 +46,6 @@ use crate::lan9118::Lan9118;
 #[cfg(feature = "defmt")]
 use defmt_semihosting as _;
 
-
 /// Parses a decimal compile-time setting, or falls back to `default`.
 const fn env_or(value: Option<&str>, default: u64) -> u64 {
     let Some(value) = value else { return default };
@@ -151,7 +150,8 @@ async fn boot(spawner: Spawner) {
         dns_servers: Default::default(),
     });
     let seed = u64::from(Lan9118::entropy()) ^ 0x646f_6f72_7761_7921;
-    let (stack, runner) = embassy_net::new(&mut *nic, config, STACK_RESOURCES.init(StackResources::new()), seed);
+    let (stack, runner) =
+        embassy_net::new(&mut *nic, config, STACK_RESOURCES.init(StackResources::new()), seed);
     if spawner.spawn(net(runner)).is_err()
         || spawner.spawn(server(stack)).is_err()
         || spawner.spawn(stack::watch()).is_err()

@@ -93,7 +93,8 @@ async fn main(spawner: Spawner) {
         mac,
     );
     let net_config = embassy_net::Config::dhcpv4(Default::default());
-    let (stack, runner) = embassy_net::new(device, net_config, STACK_RESOURCES.init(StackResources::new()), seed);
+    let (stack, runner) =
+        embassy_net::new(device, net_config, STACK_RESOURCES.init(StackResources::new()), seed);
     spawner.must_spawn(net(runner));
     spawner.must_spawn(server(stack));
 }
