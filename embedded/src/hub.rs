@@ -22,10 +22,12 @@ use core::task::Waker;
 use doorway_core::dispatch::{Context, SendError, TimerError};
 use doorway_core::frame::{kind, ErrorCode};
 use doorway_core::slab::ConnId;
+use doorway_core::wheel::TimerId;
 use embassy_sync::waitqueue::WakerRegistration;
 use embassy_time::{Duration, Instant};
 
 use crate::out::OutBuf;
+use crate::timers::{tick, Due, Entries, Payload, TimerWheel};
 
 /// Timers a connection may hold at once ([`Context::set_timer`]).
 pub const TIMERS: usize = 2;
@@ -52,7 +54,14 @@ pub struct Slot<const OUT: usize> {
     pub(crate) waker: WakerRegistration,
     pub(crate) kill: Option<ErrorCode>,
     pub(crate) close_requested: bool,
-    pub(crate) timers: [Option<(u32, Instant)>; TIMERS],
+    /// The idle timer on the wheel, while the connection is being read.
+    pub(crate) idle: Option<TimerId>,
+    /// The idle timer fired; the session answers ERROR 4.
+    pub(crate) idle_expired: bool,
+    /// Armed service timers: token and wheel id.
+    pub(crate) timers: [Option<(u32, TimerId)>; TIMERS],
+    /// Service timers that fired and wait for [`Service::on_timer`](doorway_core::dispatch::Service).
+    pub(crate) fired: [Option<u32>; TIMERS],
 }
 
 impl<const OUT: usize> Slot<OUT> {
@@ -64,7 +73,10 @@ impl<const OUT: usize> Slot<OUT> {
         waker: WakerRegistration::new(),
         kill: None,
         close_requested: false,
+        idle: None,
+        idle_expired: false,
         timers: [None; TIMERS],
+        fired: [None; TIMERS],
     };
 
     /// The id of the slot's current connection.
@@ -88,9 +100,9 @@ impl<const OUT: usize> Slot<OUT> {
         Ok(())
     }
 
-    /// The earliest armed timer.
-    pub(crate) fn next_timer(&self) -> Option<Instant> {
-        self.timers.iter().flatten().map(|t| t.1).min()
+    /// Whether the slot's future has something to act on besides socket readiness.
+    pub(crate) fn has_event(&self) -> bool {
+        self.kill.is_some() || self.idle_expired || self.fired.iter().any(Option::is_some)
     }
 }
 
@@ -145,6 +157,13 @@ impl Counters {
 pub struct Hub<const N: usize, const OUT: usize> {
     pub(crate) slots: [Slot<OUT>; N],
     pub(crate) counters: Counters,
+    /// The timing wheel; `None` until [`serve`](crate::serve) starts the clock.
+    pub(crate) wheel: Option<TimerWheel<N>>,
+    /// The tick the clock future sleeps until (`None`: no timer).
+    pub(crate) clock_at: Option<u64>,
+    /// Set when a timer earlier than `clock_at` was armed; the clock re-plans.
+    pub(crate) clock_kicked: bool,
+    pub(crate) clock_waker: WakerRegistration,
 }
 
 impl<const N: usize, const OUT: usize> Hub<N, OUT> {
@@ -161,6 +180,10 @@ impl<const N: usize, const OUT: usize> Hub<N, OUT> {
             bytes_out: 0,
             errors_sent: [0; 7],
         },
+        wheel: None,
+        clock_at: None,
+        clock_kicked: false,
+        clock_waker: WakerRegistration::new(),
     };
 
     /// Admits a connection on slot `index` and returns its id.
@@ -171,7 +194,8 @@ impl<const N: usize, const OUT: usize> Hub<N, OUT> {
         slot.out.clear();
         slot.kill = None;
         slot.close_requested = false;
-        slot.timers = [None; TIMERS];
+        slot.idle_expired = false;
+        slot.fired = [None; TIMERS];
         self.counters.connections_accepted += 1;
         self.counters.connections_open += 1;
         slot.id(index)
@@ -190,16 +214,102 @@ impl<const N: usize, const OUT: usize> Hub<N, OUT> {
         }
     }
 
-    /// Frees slot `index`; its id goes stale.
+    /// Frees slot `index`; its id goes stale and its timers are cancelled.
     pub(crate) fn close(&mut self, index: usize) {
         self.release(index);
-        let slot = &mut self.slots[index];
+        self.disarm_idle(index);
+        let Hub { slots, wheel, .. } = self;
+        let slot = &mut slots[index];
+        for (_, id) in slot.timers.iter_mut().filter_map(Option::take) {
+            if let Some(wheel) = wheel.as_mut() {
+                wheel.cancel(id);
+            }
+        }
         slot.phase = Phase::Free;
         slot.generation = slot.generation.wrapping_add(1);
         slot.out.clear();
         slot.kill = None;
         slot.close_requested = false;
-        slot.timers = [None; TIMERS];
+        slot.idle_expired = false;
+        slot.fired = [None; TIMERS];
+    }
+
+    /// Starts the timing wheel at `now`. Called once by [`serve`](crate::serve).
+    pub(crate) fn start_clock(&mut self, now: Instant) {
+        self.wheel = Some(TimerWheel::new_at(Entries::NEW, tick(now)));
+    }
+
+    /// Arms (or moves) a timer of slot `index` for `at`; `existing` is its current id, if any.
+    fn schedule(
+        &mut self,
+        index: usize,
+        due: Due,
+        at: Instant,
+        existing: Option<TimerId>,
+    ) -> Option<TimerId> {
+        let wheel = self.wheel.as_mut()?;
+        let at_tick = tick(at);
+        let id = match existing {
+            Some(id) if wheel.reset(id, at_tick) => id,
+            _ => {
+                let payload = Payload { slot: index as u32, generation: self.slots[index].generation, due };
+                wheel.insert(at_tick, payload).ok()?
+            }
+        };
+        // The clock sleeps until `clock_at`; only an earlier timer needs it to re-plan.
+        if self.clock_at.is_none_or(|c| at_tick.ticks() < c) {
+            self.clock_kicked = true;
+            self.clock_waker.wake();
+        }
+        Some(id)
+    }
+
+    /// Arms or moves slot `index`'s idle timer to `at`.
+    pub(crate) fn arm_idle(&mut self, index: usize, at: Instant) {
+        let existing = self.slots[index].idle;
+        self.slots[index].idle = self.schedule(index, Due::Idle, at, existing);
+    }
+
+    /// Stops slot `index`'s idle clock (reading paused, or closing).
+    pub(crate) fn disarm_idle(&mut self, index: usize) {
+        if let (Some(id), Some(wheel)) = (self.slots[index].idle.take(), self.wheel.as_mut()) {
+            wheel.cancel(id);
+        }
+    }
+
+    /// Fires every timer due at `now`, marks and wakes the slots they belong to, and returns the
+    /// tick to sleep until.
+    pub(crate) fn fire_due(&mut self, now: Instant) -> Option<u64> {
+        let Hub { slots, wheel, .. } = self;
+        let wheel = wheel.as_mut()?;
+        while let Some((id, payload)) = wheel.next_expired(tick(now)) {
+            let Some(slot) = slots.get_mut(payload.slot as usize) else { continue };
+            if slot.generation != payload.generation || slot.phase == Phase::Free {
+                continue;
+            }
+            match payload.due {
+                Due::Idle => {
+                    if slot.idle == Some(id) {
+                        slot.idle = None;
+                        slot.idle_expired = true;
+                    }
+                }
+                Due::Service(token) => {
+                    if let Some(armed) =
+                        slot.timers.iter_mut().find(|t| matches!(t, Some((_, i)) if *i == id))
+                    {
+                        *armed = None;
+                        if let Some(free) = slot.fired.iter_mut().find(|f| f.is_none()) {
+                            *free = Some(token);
+                        }
+                    }
+                }
+            }
+            slot.waker.wake();
+        }
+        let at = wheel.poll_at().map(|t| t.ticks());
+        self.clock_at = at;
+        at
     }
 
     /// Registers `waker` to be woken when slot `index` gets output or a kill.
@@ -233,12 +343,12 @@ impl<const N: usize, const OUT: usize> Context for Cx<'_, N, OUT> {
     }
 
     fn reply(&mut self, kind: u16, seq: u32, body: &[u8]) -> Result<(), SendError> {
-        let Hub { slots, counters } = &mut *self.hub;
+        let Hub { slots, counters, .. } = &mut *self.hub;
         slots[self.index].push(counters, kind, seq, body)
     }
 
     fn send_to(&mut self, to: ConnId, kind: u16, seq: u32, body: &[u8]) -> Result<(), SendError> {
-        let Hub { slots, counters } = &mut *self.hub;
+        let Hub { slots, counters, .. } = &mut *self.hub;
         match slots.get_mut(to.index()) {
             Some(slot) if slot.generation == to.generation() && slot.phase == Phase::Open => {
                 slot.push(counters, kind, seq, body)
@@ -248,7 +358,7 @@ impl<const N: usize, const OUT: usize> Context for Cx<'_, N, OUT> {
     }
 
     fn broadcast(&mut self, kind: u16, seq: u32, body: &[u8]) -> usize {
-        let Hub { slots, counters } = &mut *self.hub;
+        let Hub { slots, counters, .. } = &mut *self.hub;
         let mut took = 0;
         for slot in slots.iter_mut().filter(|s| s.phase == Phase::Open) {
             match slot.push(counters, kind, seq, body) {
@@ -269,20 +379,33 @@ impl<const N: usize, const OUT: usize> Context for Cx<'_, N, OUT> {
 
     fn set_timer(&mut self, token: u32, after_ms: u32) -> Result<(), TimerError> {
         let at = self.now + Duration::from_millis(after_ms.into());
-        let timers = &mut self.hub.slots[self.index].timers;
-        if let Some(t) = timers.iter_mut().flatten().find(|t| t.0 == token) {
-            t.1 = at;
-            return Ok(());
-        }
-        let free = timers.iter_mut().find(|t| t.is_none()).ok_or(TimerError::Full)?;
-        *free = Some((token, at));
+        let slot = &self.hub.slots[self.index];
+        let (position, existing) =
+            match slot.timers.iter().position(|t| matches!(t, Some((k, _)) if *k == token)) {
+                Some(i) => (i, slot.timers[i].map(|t| t.1)),
+                None => (slot.timers.iter().position(Option::is_none).ok_or(TimerError::Full)?, None),
+            };
+        let id = self.hub.schedule(self.index, Due::Service(token), at, existing).ok_or(TimerError::Full)?;
+        self.hub.slots[self.index].timers[position] = Some((token, id));
         Ok(())
     }
 
     fn cancel_timer(&mut self, token: u32) {
-        for t in self.hub.slots[self.index].timers.iter_mut() {
-            if matches!(t, Some((armed, _)) if *armed == token) {
-                *t = None;
+        let Hub { slots, wheel, .. } = &mut *self.hub;
+        let slot = &mut slots[self.index];
+        for t in slot.timers.iter_mut() {
+            if let Some((armed, id)) = *t {
+                if armed == token {
+                    *t = None;
+                    if let Some(wheel) = wheel.as_mut() {
+                        wheel.cancel(id);
+                    }
+                }
+            }
+        }
+        for f in slot.fired.iter_mut() {
+            if *f == Some(token) {
+                *f = None;
             }
         }
     }
@@ -337,20 +460,33 @@ mod tests {
     }
 
     #[test]
-    fn timers_rearm_cancel_and_run_out() {
-        let mut hub = Hub::<1, 64>::NEW;
+    fn timers_rearm_cancel_fire_and_die_with_the_connection() {
+        let mut hub = Hub::<2, 64>::NEW;
+        let t0 = Instant::from_ticks(1_000);
+        hub.start_clock(t0);
         hub.open(0);
-        let t0 = Instant::from_ticks(0);
+        hub.open(1);
+        hub.arm_idle(1, t0 + Duration::from_millis(30));
         let mut cx = hub.cx(0, t0);
         cx.set_timer(1, 100).unwrap();
         cx.set_timer(2, 50).unwrap();
         assert_eq!(cx.set_timer(3, 10), Err(TimerError::Full));
         cx.set_timer(1, 20).unwrap();
-        assert_eq!(hub.slots[0].next_timer(), Some(t0 + Duration::from_millis(20)), "re-arm moved timer 1");
+        cx.cancel_timer(2);
+        assert!(hub.clock_kicked, "an earlier timer wakes the clock");
+        // At 25 ms only timer 1 (moved to 20 ms) is due: cancelled 2 and idle at 30 ms are not.
+        hub.fire_due(t0 + Duration::from_millis(25));
+        assert_eq!(hub.slots[0].fired, [Some(1), None]);
+        assert!(!hub.slots[1].idle_expired);
+        hub.fire_due(t0 + Duration::from_millis(31));
+        assert!(hub.slots[1].idle_expired && hub.slots[1].has_event());
+        // Timers die with their connection: a new occupant of slot 0 never sees them.
         let mut cx = hub.cx(0, t0);
-        cx.cancel_timer(1);
-        assert_eq!(hub.slots[0].next_timer(), Some(t0 + Duration::from_millis(50)));
+        cx.set_timer(7, 5).unwrap();
         hub.close(0);
-        assert_eq!(hub.slots[0].next_timer(), None, "timers die with their connection");
+        hub.open(0);
+        hub.fire_due(t0 + Duration::from_secs(10));
+        assert_eq!(hub.slots[0].fired, [None, None]);
+        assert_eq!(hub.clock_at, None, "nothing left on the wheel");
     }
 }

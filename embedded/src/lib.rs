@@ -75,5 +75,6 @@ mod fmt;
 pub mod hub;
 pub mod out;
 pub mod server;
+pub mod timers;
 
 pub use server::{serve, Config, DefaultStorage, Storage};

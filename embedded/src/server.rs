@@ -44,9 +44,9 @@ use core::task::Poll;
 
 use doorway_core::dispatch::{handle_frame, Context, Control, Service};
 use doorway_core::frame::{self, Decoder, ErrorCode, HEADER_LEN, MAX_ERROR_BODY};
-use embassy_futures::join::join_array;
+use embassy_futures::join::{join, join_array};
 use embassy_futures::poll_once;
-use embassy_futures::select::{select3, select4, Either3, Either4};
+use embassy_futures::select::{select, select3, select4, Either3, Either4};
 use embassy_net::tcp::{State, TcpSocket};
 use embassy_net::Stack;
 use embassy_time::{with_timeout, Duration, Instant, Timer};
@@ -200,6 +200,7 @@ where
     stack.wait_config_up().await;
     let service = RefCell::new(service);
     let Storage { conns, hub } = storage;
+    hub.borrow_mut().start_clock(Instant::now());
     let hub = &*hub;
     let mut index = 0;
     let sockets = conns.each_mut().map(|bufs| {
@@ -208,10 +209,30 @@ where
         connection(TcpSocket::new(stack, sock_rx, sock_tx), frame, index - 1, hub, &service, config)
     });
     net_trace!("doorway: serving port {} with {} sockets", config.port, SOCKETS);
-    let never = join_array(sockets).await;
-    match never.into_iter().next() {
-        Some(never) => match never {},
-        None => core::future::pending().await,
+    let (_, never) = join(join_array(sockets), clock(hub)).await;
+    match never {}
+}
+
+/// Sleeps until the wheel's next slot is due (or an earlier timer is armed), then fires what is
+/// due: idle timeouts and service timers are marked on their slots, which wake.
+async fn clock<const N: usize, const OUT: usize>(hub: &RefCell<Hub<N, OUT>>) -> Infallible {
+    loop {
+        let at = hub.borrow_mut().fire_due(Instant::now());
+        let kicked = poll_fn(|cx| {
+            let mut hub = hub.borrow_mut();
+            if core::mem::take(&mut hub.clock_kicked) {
+                Poll::Ready(())
+            } else {
+                hub.clock_waker.register(cx.waker());
+                Poll::Pending
+            }
+        });
+        match at {
+            Some(at) => {
+                select(Timer::at(Instant::from_ticks(at)), kicked).await;
+            }
+            None => kicked.await,
+        }
     }
 }
 
@@ -351,8 +372,8 @@ async fn session<S: Service, const N: usize, const BUF: usize, const OUT: usize>
     let mut eof = false;
     let mut closing = false;
     let mut closing_deadline = Instant::MAX;
-    let mut idle_deadline = Instant::now() + config.idle_timeout;
     let mut paused_since: Option<Instant> = None;
+    hub.borrow_mut().arm_idle(index, Instant::now() + config.idle_timeout);
     loop {
         let now = Instant::now();
         let was_closing = closing;
@@ -368,17 +389,18 @@ async fn session<S: Service, const N: usize, const BUF: usize, const OUT: usize>
                     closing = true;
                 }
             }
-            // Service timers that are due.
-            for _ in 0..crate::hub::TIMERS {
-                let slot = &mut hub.slots[index];
-                let Some(due) = slot.timers.iter_mut().find(|t| matches!(t, Some((_, at)) if *at <= now))
-                else {
-                    break;
-                };
-                let token = due.map_or(0, |t| t.0);
-                *due = None;
-                if !closing {
-                    service.on_timer(&mut hub.cx(index, now), token);
+            // The idle timer fired (the clock marked the slot).
+            if core::mem::take(&mut hub.slots[index].idle_expired) && !closing {
+                net_debug!("doorway: conn {} idle", index);
+                let _ = hub.cx(index, now).reply_error(ErrorCode::IdleTimeout, 0);
+                closing = true;
+            }
+            // Service timers that fired.
+            for i in 0..crate::hub::TIMERS {
+                if let Some(token) = hub.slots[index].fired[i].take() {
+                    if !closing {
+                        service.on_timer(&mut hub.cx(index, now), token);
+                    }
                 }
             }
             closing |= hub.slots[index].close_requested;
@@ -387,7 +409,6 @@ async fn session<S: Service, const N: usize, const BUF: usize, const OUT: usize>
             while !closing && hub.slots[index].out.free() >= BUF {
                 match decoder.decode(&frame[consumed..len]) {
                     Ok(Some(request)) => {
-                        idle_deadline = now + config.idle_timeout;
                         consumed += request.wire_len();
                         hub.counters.frames_in += 1;
                         hub.counters.bytes_in += request.wire_len() as u64;
@@ -414,6 +435,10 @@ async fn session<S: Service, const N: usize, const BUF: usize, const OUT: usize>
                     }
                 }
             }
+            if consumed > 0 && !closing {
+                // One O(1) move of the idle timer per batch of frames.
+                hub.arm_idle(index, now + config.idle_timeout);
+            }
             frame.copy_within(consumed..len, 0);
             len -= consumed;
             // Hand output to the socket until it is empty or the socket is full.
@@ -436,6 +461,12 @@ async fn session<S: Service, const N: usize, const BUF: usize, const OUT: usize>
                 closing = true;
             }
             paused_since = if paused { Some(paused_since.unwrap_or(now)) } else { None };
+            // The idle clock runs only while the connection is read.
+            if paused || closing {
+                hub.disarm_idle(index);
+            } else if hub.slots[index].idle.is_none() {
+                hub.arm_idle(index, now + config.idle_timeout);
+            }
             if closing && !was_closing {
                 hub.slots[index].phase = Phase::Closing;
                 closing_deadline = now + config.write_timeout;
@@ -444,32 +475,18 @@ async fn session<S: Service, const N: usize, const BUF: usize, const OUT: usize>
                 return End::Shut;
             }
         }
-        // The next deadline, and what to do when it passes.
-        let timer = hub.borrow().slots[index].next_timer();
+        // The next deadline of this session (the idle timeout lives on the wheel).
         let deadline = match (closing, paused_since) {
-            (true, _) => closing_deadline,
-            (false, Some(since)) => since + config.write_timeout,
-            (false, None) => timer.map_or(idle_deadline, |t| t.min(idle_deadline)),
+            (true, _) => Some(closing_deadline),
+            (false, Some(since)) => Some(since + config.write_timeout),
+            (false, None) => None,
         };
-        if now >= deadline {
+        if deadline.is_some_and(|d| now >= d) {
             if closing {
                 net_debug!("doorway: conn {} flush timed out", index);
                 return End::Abort;
             }
-            let mut hub = hub.borrow_mut();
-            if paused_since.is_some() {
-                hub.slots[index].kill.get_or_insert(ErrorCode::SlowConsumer);
-            } else if now >= idle_deadline {
-                net_debug!("doorway: conn {} idle", index);
-                let _ = hub.cx(index, now).reply_error(ErrorCode::IdleTimeout, 0);
-                hub.slots[index].close_requested = true;
-                // Reuse the close path: the next turn sees `close_requested` below.
-            }
-            if hub.slots[index].close_requested && !closing {
-                closing = true;
-                hub.slots[index].phase = Phase::Closing;
-                closing_deadline = now + config.write_timeout;
-            }
+            hub.borrow_mut().slots[index].kill.get_or_insert(ErrorCode::SlowConsumer);
             continue;
         }
         let pending_out = !hub.borrow().slots[index].out.is_empty();
@@ -491,14 +508,20 @@ async fn session<S: Service, const N: usize, const BUF: usize, const OUT: usize>
         let notified = poll_fn(|cx| {
             let mut hub = hub.borrow_mut();
             let slot = &hub.slots[index];
-            if slot.kill.is_some() || (!pending_out && !slot.out.is_empty()) {
+            if slot.has_event() || (!pending_out && !slot.out.is_empty()) {
                 Poll::Ready(())
             } else {
                 hub.register(index, cx.waker());
                 Poll::Pending
             }
         });
-        match select4(read, writable, notified, Timer::at(deadline)).await {
+        let timeout = async {
+            match deadline {
+                Some(deadline) => Timer::at(deadline).await,
+                None => pending().await,
+            }
+        };
+        match select4(read, writable, notified, timeout).await {
             Either4::First(Ok(0)) => eof = true,
             Either4::First(Ok(n)) => len += n,
             Either4::First(Err(_)) => return End::Abort,

@@ -1,0 +1,72 @@
+//! Connection timers on core's timing wheel: idle timeouts and service timers.
+//!
+//! One [`Wheel`](doorway_core::wheel::Wheel) serves every connection of a server, with room for
+//! [`PER_SLOT`] timers per socket (its idle timeout and [`TIMERS`](crate::hub::TIMERS) service
+//! timers), so inserting can only fail if a slot exceeds its own share, which the hub prevents.
+//! Ticks are embassy-time ticks: the wheel knows no clock, the hub passes `now` in.
+//!
+//! Hot path: a connection that receives frames moves its idle timer later with one O(1)
+//! `reset` per batch of frames. The clock future (see [`crate::server`]) sleeps until
+//! [`Wheel::poll_at`](doorway_core::wheel::Wheel::poll_at), fires what is due and marks the
+//! owning slots; it is only woken early when a timer is set *earlier* than what it waits for,
+//! which idle resets never do.
+//!
+//! A payload carries its slot's generation, so a timer that fires for a connection that has
+//! since closed and been replaced is ignored.
+
+use doorway_core::wheel::{Entry, Wheel};
+
+use crate::hub::TIMERS;
+
+/// Timers per socket: the idle timeout and the service timers.
+pub const PER_SLOT: usize = 1 + TIMERS;
+
+/// What a timer is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Due {
+    /// The connection's idle timeout.
+    Idle,
+    /// A service timer with this token ([`Context::set_timer`](doorway_core::dispatch::Context)).
+    Service(u32),
+}
+
+/// A timer's payload: whose it is and what for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Payload {
+    /// Socket slot.
+    pub slot: u32,
+    /// The slot's generation when the timer was set.
+    pub generation: u32,
+    /// What the timer is for.
+    pub due: Due,
+}
+
+/// Inline wheel storage: [`PER_SLOT`] entries for each of `N` sockets.
+pub struct Entries<const N: usize>([[Entry<Payload>; PER_SLOT]; N]);
+
+impl<const N: usize> Entries<N> {
+    /// Vacant storage.
+    pub const NEW: Entries<N> = Entries([const { [const { Entry::VACANT }; PER_SLOT] }; N]);
+}
+
+impl<const N: usize> AsRef<[Entry<Payload>]> for Entries<N> {
+    fn as_ref(&self) -> &[Entry<Payload>] {
+        self.0.as_flattened()
+    }
+}
+
+impl<const N: usize> AsMut<[Entry<Payload>]> for Entries<N> {
+    fn as_mut(&mut self) -> &mut [Entry<Payload>] {
+        self.0.as_flattened_mut()
+    }
+}
+
+/// The server's timing wheel.
+pub type TimerWheel<const N: usize> = Wheel<Payload, Entries<N>>;
+
+/// Core ticks from embassy-time ticks (the same unit).
+pub fn tick(at: embassy_time::Instant) -> doorway_core::time::Instant {
+    doorway_core::time::Instant::from_ticks(at.as_ticks())
+}
