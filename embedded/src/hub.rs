@@ -27,7 +27,7 @@ use embassy_sync::waitqueue::WakerRegistration;
 use embassy_time::{Duration, Instant};
 
 use crate::out::OutBuf;
-use crate::timers::{tick, Due, Entries, Payload, TimerWheel};
+use crate::timers::{tick, Due, Payload, TimerWheel};
 
 /// Timers a connection may hold at once ([`Context::set_timer`]).
 pub const TIMERS: usize = 2;
@@ -157,8 +157,6 @@ impl Counters {
 pub struct Hub<const N: usize, const OUT: usize> {
     pub(crate) slots: [Slot<OUT>; N],
     pub(crate) counters: Counters,
-    /// The timing wheel; `None` until [`serve`](crate::serve) starts the clock.
-    pub(crate) wheel: Option<TimerWheel<N>>,
     /// The tick the clock future sleeps until (`None`: no timer).
     pub(crate) clock_at: Option<u64>,
     /// Set when a timer earlier than `clock_at` was armed; the clock re-plans.
@@ -180,7 +178,6 @@ impl<const N: usize, const OUT: usize> Hub<N, OUT> {
             bytes_out: 0,
             errors_sent: [0; 7],
         },
-        wheel: None,
         clock_at: None,
         clock_kicked: false,
         clock_waker: WakerRegistration::new(),
@@ -215,15 +212,12 @@ impl<const N: usize, const OUT: usize> Hub<N, OUT> {
     }
 
     /// Frees slot `index`; its id goes stale and its timers are cancelled.
-    pub(crate) fn close(&mut self, index: usize) {
+    pub(crate) fn close(&mut self, index: usize, wheel: &mut TimerWheel<N>) {
         self.release(index);
-        self.disarm_idle(index);
-        let Hub { slots, wheel, .. } = self;
-        let slot = &mut slots[index];
+        self.disarm_idle(index, wheel);
+        let slot = &mut self.slots[index];
         for (_, id) in slot.timers.iter_mut().filter_map(Option::take) {
-            if let Some(wheel) = wheel.as_mut() {
-                wheel.cancel(id);
-            }
+            wheel.cancel(id);
         }
         slot.phase = Phase::Free;
         slot.generation = slot.generation.wrapping_add(1);
@@ -234,20 +228,15 @@ impl<const N: usize, const OUT: usize> Hub<N, OUT> {
         slot.fired = [None; TIMERS];
     }
 
-    /// Starts the timing wheel at `now`. Called once by [`serve`](crate::serve).
-    pub(crate) fn start_clock(&mut self, now: Instant) {
-        self.wheel = Some(TimerWheel::new_at(Entries::NEW, tick(now)));
-    }
-
     /// Arms (or moves) a timer of slot `index` for `at`; `existing` is its current id, if any.
     fn schedule(
         &mut self,
+        wheel: &mut TimerWheel<N>,
         index: usize,
         due: Due,
         at: Instant,
         existing: Option<TimerId>,
     ) -> Option<TimerId> {
-        let wheel = self.wheel.as_mut()?;
         let at_tick = tick(at);
         let id = match existing {
             Some(id) if wheel.reset(id, at_tick) => id,
@@ -265,23 +254,22 @@ impl<const N: usize, const OUT: usize> Hub<N, OUT> {
     }
 
     /// Arms or moves slot `index`'s idle timer to `at`.
-    pub(crate) fn arm_idle(&mut self, index: usize, at: Instant) {
+    pub(crate) fn arm_idle(&mut self, index: usize, at: Instant, wheel: &mut TimerWheel<N>) {
         let existing = self.slots[index].idle;
-        self.slots[index].idle = self.schedule(index, Due::Idle, at, existing);
+        self.slots[index].idle = self.schedule(wheel, index, Due::Idle, at, existing);
     }
 
     /// Stops slot `index`'s idle clock (reading paused, or closing).
-    pub(crate) fn disarm_idle(&mut self, index: usize) {
-        if let (Some(id), Some(wheel)) = (self.slots[index].idle.take(), self.wheel.as_mut()) {
+    pub(crate) fn disarm_idle(&mut self, index: usize, wheel: &mut TimerWheel<N>) {
+        if let Some(id) = self.slots[index].idle.take() {
             wheel.cancel(id);
         }
     }
 
     /// Fires every timer due at `now`, marks and wakes the slots they belong to, and returns the
     /// tick to sleep until.
-    pub(crate) fn fire_due(&mut self, now: Instant) -> Option<u64> {
-        let Hub { slots, wheel, .. } = self;
-        let wheel = wheel.as_mut()?;
+    pub(crate) fn fire_due(&mut self, now: Instant, wheel: &mut TimerWheel<N>) -> Option<u64> {
+        let slots = &mut self.slots;
         while let Some((id, payload)) = wheel.next_expired(tick(now)) {
             let Some(slot) = slots.get_mut(payload.slot as usize) else { continue };
             if slot.generation != payload.generation || slot.phase == Phase::Free {
@@ -318,9 +306,14 @@ impl<const N: usize, const OUT: usize> Hub<N, OUT> {
     }
 
     /// A context for a handler running on slot `index`.
-    pub(crate) fn cx(&mut self, index: usize, now: Instant) -> Cx<'_, N, OUT> {
+    pub(crate) fn cx<'h>(
+        &'h mut self,
+        index: usize,
+        now: Instant,
+        wheel: &'h mut TimerWheel<N>,
+    ) -> Cx<'h, N, OUT> {
         let id = self.slots[index].id(index);
-        Cx { hub: self, index, id, now }
+        Cx { hub: self, wheel, index, id, now }
     }
 
     /// The server's counters.
@@ -332,6 +325,7 @@ impl<const N: usize, const OUT: usize> Hub<N, OUT> {
 /// The embedded [`Context`]: what a handler on one connection may do.
 pub struct Cx<'h, const N: usize, const OUT: usize> {
     pub(crate) hub: &'h mut Hub<N, OUT>,
+    pub(crate) wheel: &'h mut TimerWheel<N>,
     pub(crate) index: usize,
     pub(crate) id: ConnId,
     pub(crate) now: Instant,
@@ -385,21 +379,21 @@ impl<const N: usize, const OUT: usize> Context for Cx<'_, N, OUT> {
                 Some(i) => (i, slot.timers[i].map(|t| t.1)),
                 None => (slot.timers.iter().position(Option::is_none).ok_or(TimerError::Full)?, None),
             };
-        let id = self.hub.schedule(self.index, Due::Service(token), at, existing).ok_or(TimerError::Full)?;
+        let id = self
+            .hub
+            .schedule(self.wheel, self.index, Due::Service(token), at, existing)
+            .ok_or(TimerError::Full)?;
         self.hub.slots[self.index].timers[position] = Some((token, id));
         Ok(())
     }
 
     fn cancel_timer(&mut self, token: u32) {
-        let Hub { slots, wheel, .. } = &mut *self.hub;
-        let slot = &mut slots[self.index];
+        let slot = &mut self.hub.slots[self.index];
         for t in slot.timers.iter_mut() {
             if let Some((armed, id)) = *t {
                 if armed == token {
                     *t = None;
-                    if let Some(wheel) = wheel.as_mut() {
-                        wheel.cancel(id);
-                    }
+                    self.wheel.cancel(id);
                 }
             }
         }
@@ -418,7 +412,12 @@ impl<const N: usize, const OUT: usize> Context for Cx<'_, N, OUT> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::timers::Entries;
     use doorway_core::frame::Decoder;
+
+    fn wheel<const N: usize>() -> TimerWheel<N> {
+        TimerWheel::new(Entries::NEW)
+    }
 
     fn first_frame(out: &OutBuf<64>) -> (u16, u32, Vec<u8>) {
         let f = Decoder::default().decode(out.as_slice()).unwrap().unwrap();
@@ -428,12 +427,13 @@ mod tests {
     #[test]
     fn stale_id_misses_and_broadcast_kills_full_slot() {
         let mut hub = Hub::<3, 64>::NEW;
+        let mut wheel = wheel::<3>();
         let a = hub.open(0);
         let b = hub.open(1);
-        hub.close(1);
+        hub.close(1, &mut wheel);
         let c = hub.open(1);
         assert_ne!(b, c);
-        let mut cx = hub.cx(0, Instant::from_ticks(0));
+        let mut cx = hub.cx(0, Instant::from_ticks(0), &mut wheel);
         assert_eq!(cx.send_to(b, 64, 1, b"x"), Err(SendError::Closed), "stale id reached a new occupant");
         assert_eq!(cx.send_to(c, 64, 1, b"x"), Ok(()));
         assert_eq!(cx.conn(), a);
@@ -449,8 +449,9 @@ mod tests {
     #[test]
     fn errors_are_counted_by_code() {
         let mut hub = Hub::<1, 64>::NEW;
+        let mut wheel = wheel::<1>();
         hub.open(0);
-        let mut cx = hub.cx(0, Instant::from_ticks(0));
+        let mut cx = hub.cx(0, Instant::from_ticks(0), &mut wheel);
         cx.reply_error(ErrorCode::UnknownKind, 9).unwrap();
         assert_eq!(hub.counters.errors_sent, [0, 1, 0, 0, 0, 0, 0]);
         let mut names = Vec::new();
@@ -463,11 +464,11 @@ mod tests {
     fn timers_rearm_cancel_fire_and_die_with_the_connection() {
         let mut hub = Hub::<2, 64>::NEW;
         let t0 = Instant::from_ticks(1_000);
-        hub.start_clock(t0);
+        let mut wheel = TimerWheel::<2>::new_at(Entries::NEW, tick(t0));
         hub.open(0);
         hub.open(1);
-        hub.arm_idle(1, t0 + Duration::from_millis(30));
-        let mut cx = hub.cx(0, t0);
+        hub.arm_idle(1, t0 + Duration::from_millis(30), &mut wheel);
+        let mut cx = hub.cx(0, t0, &mut wheel);
         cx.set_timer(1, 100).unwrap();
         cx.set_timer(2, 50).unwrap();
         assert_eq!(cx.set_timer(3, 10), Err(TimerError::Full));
@@ -475,17 +476,16 @@ mod tests {
         cx.cancel_timer(2);
         assert!(hub.clock_kicked, "an earlier timer wakes the clock");
         // At 25 ms only timer 1 (moved to 20 ms) is due: cancelled 2 and idle at 30 ms are not.
-        hub.fire_due(t0 + Duration::from_millis(25));
+        hub.fire_due(t0 + Duration::from_millis(25), &mut wheel);
         assert_eq!(hub.slots[0].fired, [Some(1), None]);
         assert!(!hub.slots[1].idle_expired);
-        hub.fire_due(t0 + Duration::from_millis(31));
+        hub.fire_due(t0 + Duration::from_millis(31), &mut wheel);
         assert!(hub.slots[1].idle_expired && hub.slots[1].has_event());
         // Timers die with their connection: a new occupant of slot 0 never sees them.
-        let mut cx = hub.cx(0, t0);
-        cx.set_timer(7, 5).unwrap();
-        hub.close(0);
+        hub.cx(0, t0, &mut wheel).set_timer(7, 5).unwrap();
+        hub.close(0, &mut wheel);
         hub.open(0);
-        hub.fire_due(t0 + Duration::from_secs(10));
+        hub.fire_due(t0 + Duration::from_secs(10), &mut wheel);
         assert_eq!(hub.slots[0].fired, [None, None]);
         assert_eq!(hub.clock_at, None, "nothing left on the wheel");
     }

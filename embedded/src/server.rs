@@ -52,6 +52,7 @@ use embassy_net::Stack;
 use embassy_time::{with_timeout, Duration, Instant, Timer};
 
 use crate::hub::{Hub, Phase};
+use crate::timers::{tick, Entries, TimerWheel};
 
 /// Runtime settings of the embedded server (capacities are const generics of [`Storage`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,24 +201,28 @@ where
     stack.wait_config_up().await;
     let service = RefCell::new(service);
     let Storage { conns, hub } = storage;
-    hub.borrow_mut().start_clock(Instant::now());
     let hub = &*hub;
+    let wheel = RefCell::new(TimerWheel::<SOCKETS>::new_at(Entries::NEW, tick(Instant::now())));
+    let wheel = &wheel;
     let mut index = 0;
     let sockets = conns.each_mut().map(|bufs| {
         let ConnBuffers { frame, sock_rx, sock_tx } = bufs;
         index += 1;
-        connection(TcpSocket::new(stack, sock_rx, sock_tx), frame, index - 1, hub, &service, config)
+        connection(TcpSocket::new(stack, sock_rx, sock_tx), frame, index - 1, hub, wheel, &service, config)
     });
     net_trace!("doorway: serving port {} with {} sockets", config.port, SOCKETS);
-    let (_, never) = join(join_array(sockets), clock(hub)).await;
+    let (_, never) = join(join_array(sockets), clock(hub, wheel)).await;
     match never {}
 }
 
 /// Sleeps until the wheel's next slot is due (or an earlier timer is armed), then fires what is
 /// due: idle timeouts and service timers are marked on their slots, which wake.
-async fn clock<const N: usize, const OUT: usize>(hub: &RefCell<Hub<N, OUT>>) -> Infallible {
+async fn clock<const N: usize, const OUT: usize>(
+    hub: &RefCell<Hub<N, OUT>>,
+    wheel: &RefCell<TimerWheel<N>>,
+) -> Infallible {
     loop {
-        let at = hub.borrow_mut().fire_due(Instant::now());
+        let at = hub.borrow_mut().fire_due(Instant::now(), &mut wheel.borrow_mut());
         let kicked = poll_fn(|cx| {
             let mut hub = hub.borrow_mut();
             if core::mem::take(&mut hub.clock_kicked) {
@@ -250,6 +255,7 @@ async fn connection<S: Service, const N: usize, const BUF: usize, const OUT: usi
     frame: &mut [u8; BUF],
     index: usize,
     hub: &RefCell<Hub<N, OUT>>,
+    wheel: &RefCell<TimerWheel<N>>,
     service: &RefCell<S>,
     config: Config,
 ) -> Infallible {
@@ -271,12 +277,12 @@ async fn connection<S: Service, const N: usize, const BUF: usize, const OUT: usi
         net_trace!("doorway: conn {} open", index);
         {
             let mut hub = hub.borrow_mut();
-            service.borrow_mut().on_open(&mut hub.cx(index, Instant::now()));
+            service.borrow_mut().on_open(&mut hub.cx(index, Instant::now(), &mut wheel.borrow_mut()));
         }
-        let end = session(&mut socket, frame, index, hub, service, config).await;
+        let end = session(&mut socket, frame, index, hub, wheel, service, config).await;
         hub.borrow_mut().release(index);
         shut_down(&mut socket, &mut frame[..], end, true, config).await;
-        hub.borrow_mut().close(index);
+        hub.borrow_mut().close(index, &mut wheel.borrow_mut());
         service.borrow_mut().on_close(id);
         net_trace!("doorway: conn {} closed", index);
     }
@@ -363,6 +369,7 @@ async fn session<S: Service, const N: usize, const BUF: usize, const OUT: usize>
     frame: &mut [u8; BUF],
     index: usize,
     hub: &RefCell<Hub<N, OUT>>,
+    wheel: &RefCell<TimerWheel<N>>,
     service: &RefCell<S>,
     config: Config,
 ) -> End {
@@ -373,33 +380,34 @@ async fn session<S: Service, const N: usize, const BUF: usize, const OUT: usize>
     let mut closing = false;
     let mut closing_deadline = Instant::MAX;
     let mut paused_since: Option<Instant> = None;
-    hub.borrow_mut().arm_idle(index, Instant::now() + config.idle_timeout);
+    hub.borrow_mut().arm_idle(index, Instant::now() + config.idle_timeout, &mut wheel.borrow_mut());
     loop {
         let now = Instant::now();
         let was_closing = closing;
         {
             let mut hub = hub.borrow_mut();
+            let wheel = &mut *wheel.borrow_mut();
             let mut service = service.borrow_mut();
             // Another connection's broadcast found our output full: we are a slow consumer.
             if let Some(code) = hub.slots[index].kill.take() {
                 if !closing {
                     net_debug!("doorway: conn {} killed", index);
                     hub.slots[index].out.discard_unsent();
-                    let _ = hub.cx(index, now).reply_error(code, 0);
+                    let _ = hub.cx(index, now, wheel).reply_error(code, 0);
                     closing = true;
                 }
             }
             // The idle timer fired (the clock marked the slot).
             if core::mem::take(&mut hub.slots[index].idle_expired) && !closing {
                 net_debug!("doorway: conn {} idle", index);
-                let _ = hub.cx(index, now).reply_error(ErrorCode::IdleTimeout, 0);
+                let _ = hub.cx(index, now, wheel).reply_error(ErrorCode::IdleTimeout, 0);
                 closing = true;
             }
             // Service timers that fired.
             for i in 0..crate::hub::TIMERS {
                 if let Some(token) = hub.slots[index].fired[i].take() {
                     if !closing {
-                        service.on_timer(&mut hub.cx(index, now), token);
+                        service.on_timer(&mut hub.cx(index, now, wheel), token);
                     }
                 }
             }
@@ -412,14 +420,14 @@ async fn session<S: Service, const N: usize, const BUF: usize, const OUT: usize>
                         consumed += request.wire_len();
                         hub.counters.frames_in += 1;
                         hub.counters.bytes_in += request.wire_len() as u64;
-                        let mut cx = hub.cx(index, now);
+                        let mut cx = hub.cx(index, now, wheel);
                         match handle_frame(&mut *service, &mut cx, &request) {
                             Control::Continue => {}
                             Control::Bye => closing = true,
                             Control::SendFailed(_) => {
                                 net_debug!("doorway: conn {} output full", index);
                                 hub.slots[index].out.discard_unsent();
-                                let _ = hub.cx(index, now).reply_error(ErrorCode::SlowConsumer, 0);
+                                let _ = hub.cx(index, now, wheel).reply_error(ErrorCode::SlowConsumer, 0);
                                 closing = true;
                             }
                         }
@@ -429,7 +437,7 @@ async fn session<S: Service, const N: usize, const BUF: usize, const OUT: usize>
                     Err(e) => {
                         net_debug!("doorway: conn {} refused a header", index);
                         if let Some((code, seq)) = e.to_wire() {
-                            let _ = hub.cx(index, now).reply_error(code, seq);
+                            let _ = hub.cx(index, now, wheel).reply_error(code, seq);
                         }
                         closing = true;
                     }
@@ -437,7 +445,7 @@ async fn session<S: Service, const N: usize, const BUF: usize, const OUT: usize>
             }
             if consumed > 0 && !closing {
                 // One O(1) move of the idle timer per batch of frames.
-                hub.arm_idle(index, now + config.idle_timeout);
+                hub.arm_idle(index, now + config.idle_timeout, wheel);
             }
             frame.copy_within(consumed..len, 0);
             len -= consumed;
@@ -463,9 +471,9 @@ async fn session<S: Service, const N: usize, const BUF: usize, const OUT: usize>
             paused_since = if paused { Some(paused_since.unwrap_or(now)) } else { None };
             // The idle clock runs only while the connection is read.
             if paused || closing {
-                hub.disarm_idle(index);
+                hub.disarm_idle(index, wheel);
             } else if hub.slots[index].idle.is_none() {
-                hub.arm_idle(index, now + config.idle_timeout);
+                hub.arm_idle(index, now + config.idle_timeout, wheel);
             }
             if closing && !was_closing {
                 hub.slots[index].phase = Phase::Closing;

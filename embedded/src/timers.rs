@@ -11,6 +11,10 @@
 //! owning slots; it is only woken early when a timer is set *earlier* than what it waits for,
 //! which idle resets never do.
 //!
+//! The wheel lives in [`serve`](crate::serve)'s future, not in [`Storage`](crate::Storage): its
+//! vacant entries are not all-zero bytes, and a `static` holding them would move the whole
+//! storage from `.bss` to `.data`, costing its size again in flash.
+//!
 //! A payload carries its slot's generation, so a timer that fires for a connection that has
 //! since closed and been replaced is ignored.
 
