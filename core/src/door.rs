@@ -29,7 +29,8 @@
 //! interleaving of two producers and a consumer.
 //!
 //! Doors need compare-and-swap class atomics (`fetch_or`), so this module exists only where the
-//! target has them (`cfg(target_has_atomic = "32")`; not on `thumbv6m-none-eabi`).
+//! target has them (`cfg(target_has_atomic = "32")`; not on `thumbv6m-none-eabi`) or the
+//! `portable-atomic` feature supplies them.
 //!
 //! ```
 //! use doorway_core::door::{Door, DoorQueue, Flags};

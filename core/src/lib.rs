@@ -26,7 +26,8 @@
 //! - [`time`]: [`time::Instant`] and [`time::Duration`] in ticks; the core reads no clock.
 //!
 //! Targets without compare-and-swap (`thumbv6m-none-eabi`) get everything except [`door`] and
-//! [`queue::mpsc`], which need it (`cfg(target_has_atomic = "32")`).
+//! [`queue::mpsc`], which need it (`cfg(target_has_atomic = "32")`), unless the `portable-atomic`
+//! feature supplies it (through a critical section or a single-core assumption).
 //!
 //! `unsafe` is denied crate-wide and allowed only in [`queue`], whose slots hand values between
 //! threads. Atomics come from a private `sync` shim that maps to loom's under `cfg(loom)`, so the
@@ -45,7 +46,7 @@ mod fmt;
 
 pub mod demo;
 pub mod dispatch;
-#[cfg(target_has_atomic = "32")]
+#[cfg(any(target_has_atomic = "32", feature = "portable-atomic"))]
 pub mod door;
 pub mod frame;
 pub mod json;

@@ -9,6 +9,10 @@
 //! that no slot is read while another thread writes it. The wrapper itself is safe: only
 //! dereferencing the raw pointer it hands out is unsafe, and that happens in `queue/` alone.
 //!
+//! With the `portable-atomic` feature the atomics come from that crate instead, which provides
+//! compare-and-swap on targets without it (`thumbv6m-none-eabi`), through a critical section or a
+//! single-core assumption the application picks.
+//!
 //! `spin_loop` is the busy-wait hint; under loom it yields so the checker can schedule the thread
 //! being waited for.
 
@@ -18,12 +22,16 @@ pub(crate) use loom::sync::atomic::{AtomicUsize, Ordering};
 #[cfg(all(loom, target_has_atomic = "32"))]
 pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8};
 
-#[cfg(not(loom))]
+#[cfg(all(not(loom), not(feature = "portable-atomic")))]
 pub(crate) use core::sync::atomic::{AtomicUsize, Ordering};
 
-// Compare-and-swap users only (`door`, `queue::mpsc`): absent on `thumbv6m-none-eabi`.
-#[cfg(all(not(loom), target_has_atomic = "32"))]
+// Compare-and-swap users only (`door`, `queue::mpsc`): absent on `thumbv6m-none-eabi` unless the
+// `portable-atomic` feature supplies them.
+#[cfg(all(not(loom), not(feature = "portable-atomic"), target_has_atomic = "32"))]
 pub(crate) use core::sync::atomic::{AtomicBool, AtomicU8};
+
+#[cfg(all(not(loom), feature = "portable-atomic"))]
+pub(crate) use portable_atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 #[cfg(loom)]
 pub(crate) use loom::cell::UnsafeCell;

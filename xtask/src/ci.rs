@@ -90,10 +90,11 @@ fn loom() -> Result {
         .env("LOOM_MAX_PREEMPTIONS", "3"))
 }
 
-/// doorway-core for both no_std targets with no logging, `defmt` and `log`.
+/// doorway-core for both no_std targets with no logging, `defmt` and `log`, and with atomics from
+/// `portable-atomic` (which brings `door` and `queue::mpsc` to `thumbv6m-none-eabi`).
 fn no_std() -> Result {
     for target in crate::setup::TARGETS {
-        for features in ["", "defmt", "log"] {
+        for features in ["", "defmt", "log", "portable-atomic,portable-atomic/critical-section"] {
             let mut cmd = crate::setup::cross_cargo("build", target)?;
             cmd.args(["-p", "doorway-core", "--no-default-features"]).env("RUSTFLAGS", "-D warnings");
             if !features.is_empty() {

@@ -5,7 +5,8 @@
 //!   stores, so it builds on every target, `thumbv6m-none-eabi` included.
 //! - [`mpsc`]: the ready queue, many producers and one consumer, with inline or caller-provided
 //!   storage (Dmitry Vyukov's bounded queue with crossbeam's lap stamps). Needs compare-and-swap,
-//!   so it exists only where the target has it (`cfg(target_has_atomic = "32")`).
+//!   so it exists only where the target has it (`cfg(target_has_atomic = "32")`) or the
+//!   `portable-atomic` feature supplies it.
 //!
 //! Both hand a value back when full ([`Full`]), report emptiness with `None`, and never block:
 //! neither side ever waits for the other. This is the one module where `unsafe` is allowed:
@@ -16,7 +17,7 @@
 
 use core::fmt;
 
-#[cfg(target_has_atomic = "32")]
+#[cfg(any(target_has_atomic = "32", feature = "portable-atomic"))]
 pub mod mpsc;
 pub mod spsc;
 
