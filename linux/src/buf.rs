@@ -6,7 +6,8 @@
 //!   connection per batch, never per message. The pool retains at most `max_free` blocks.
 //! - [`InBuf`]: the receive buffer. Bytes `[start, cut)` are whole frames already validated by the
 //!   receive role, `[cut, end)` an incomplete frame. A frame larger than a block gets a dedicated
-//!   buffer of its exact size (at most `max_body + 12`), which is freed, not pooled, when empty.
+//!   buffer of its size plus one block (at most `max_body + 12 + BLOCK`), which is freed, not
+//!   pooled, when empty.
 //! - [`OutBuf`]: pending output as a queue of blocks. A frame never straddles two blocks, so every
 //!   block starts on a frame boundary; that is what lets a slow consumer's output be discarded while
 //!   completing the one frame already partly written.
@@ -94,8 +95,9 @@ impl InBuf {
                 self.end -= self.start;
                 self.start = 0;
             } else if self.cut == 0 && self.need > buf.len() {
-                // One frame larger than the buffer: move it to a dedicated buffer of its size.
-                let mut big = vec![0; self.need];
+                // One frame larger than the buffer: move it to a dedicated buffer with room for the
+                // frame and a block more, so a stream of large frames is not re-grown per frame.
+                let mut big = vec![0; self.need + BLOCK];
                 big[..self.end].copy_from_slice(&buf[..self.end]);
                 pool.put(std::mem::replace(buf, big));
             }

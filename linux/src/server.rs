@@ -254,13 +254,6 @@ fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHand
     std::thread::Builder::new().name(name).spawn(f)
 }
 
-/// Pipeline role threads: no wake-up preemption between them (see `sys::sched`).
-fn pipeline_thread() {
-    if let Err(e) = crate::sys::sched::set_batch() {
-        log::debug!("SCHED_BATCH unavailable: {e}");
-    }
-}
-
 /// Iterations a role thread polls its queue before parking (hand-offs that come within a few
 /// microseconds avoid the ~20 us cross-core wake-up).
 const SPIN: u32 = 200;
@@ -339,7 +332,6 @@ fn run_fused<S: Service>(shard: &Shard, mut service: S, counters: Arc<Counters>)
 }
 
 fn run_monitor(shard: &Shard, c: &Counters) {
-    pipeline_thread();
     let mut events = Events::with_capacity(1024);
     loop {
         let mut touched: Sched = 0;
@@ -365,7 +357,6 @@ fn run_monitor(shard: &Shard, c: &Counters) {
 }
 
 fn run_receive(shard: &Shard, c: &Counters) {
-    pipeline_thread();
     let mut batch = Vec::new();
     let Some(mut rx) = shard.read_q.consumer() else { return };
     loop {
@@ -386,7 +377,6 @@ fn run_receive(shard: &Shard, c: &Counters) {
 }
 
 fn run_deal<S: Service>(shard: &Shard, mut service: S, counters: Arc<Counters>) {
-    pipeline_thread();
     let mut env = DealEnv::new(counters, shard.capacity());
     let mut batch = Vec::new();
     let Some(mut rx) = shard.deal_q.consumer() else { return };
@@ -413,7 +403,6 @@ fn run_deal<S: Service>(shard: &Shard, mut service: S, counters: Arc<Counters>) 
 }
 
 fn run_send(shard: &Shard, c: &Counters) {
-    pipeline_thread();
     let mut batch = Vec::new();
     let Some(mut rx) = shard.send_q.consumer() else { return };
     loop {

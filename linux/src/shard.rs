@@ -307,7 +307,7 @@ impl Shard {
             epoll.add(sig.raw(), epoll::IN | epoll::ET, TOKEN_SIGNAL)?;
         }
         // Blocks kept for reuse: enough for the active connections' bursts, not a hoard after a spike.
-        let max_free = 256;
+        let max_free = 32;
         Ok(Shard {
             index,
             server,
@@ -577,7 +577,7 @@ impl Shard {
                 None => 0,
             };
             if s & DEAL != 0 {
-                self.deal_one(idx, service, env, &io);
+                self.deal_one(idx, service, env, &io, true);
             }
             self.schedule(idx, s & !DEAL, &mut env.touched);
         }
@@ -604,11 +604,18 @@ impl Shard {
         let counters = env.counters.clone();
         let io = self.io(&counters);
         for &idx in batch {
-            self.deal_one(idx, service, env, &io);
+            self.deal_one(idx, service, env, &io, false);
         }
     }
 
-    fn deal_one<S: Service>(&self, idx: u32, service: &mut S, env: &mut DealEnv, io: &Io<'_>) {
+    fn deal_one<S: Service>(
+        &self,
+        idx: u32,
+        service: &mut S,
+        env: &mut DealEnv,
+        io: &Io<'_>,
+        inline_send: bool,
+    ) {
         let mut slot = self.slots[idx as usize].lock();
         let Some(conn) = slot.as_mut() else { return };
         if conn.st.phase == Phase::Dead {
@@ -619,7 +626,7 @@ impl Shard {
             }
             return;
         }
-        let Conn { inb, st } = conn;
+        let Conn { inb, st } = &mut *conn;
         let mut sched = 0;
         if !st.opened {
             st.opened = true;
@@ -670,6 +677,11 @@ impl Shard {
             sched |= SEND;
         }
         self.arm_check(st, env);
+        if inline_send && sched & SEND != 0 {
+            // Fused: write this connection's replies now, with its lock still held, so its output
+            // block returns to the pool before the next connection is served.
+            sched = (sched & !SEND) | conn.send(io, &self.doors, idx);
+        }
         drop(slot);
         self.schedule(idx, sched, &mut env.touched);
     }

@@ -28,7 +28,6 @@ macro_rules! syscall {
 pub mod epoll;
 pub mod eventfd;
 pub mod rlimit;
-pub mod sched;
 pub mod signalfd;
 pub mod socket;
 pub mod timerfd;
