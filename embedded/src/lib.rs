@@ -1,14 +1,16 @@
 //! doorway-embedded: the doorway access server (`PROTOCOL.md`) on embassy-net TCP sockets.
 //!
-//! `no_std`, no allocation: every byte the server uses is in one [`Storage`] whose capacities are
-//! const generics, so memory use is known at link time. The same core pieces as the Linux server
-//! do the protocol work; this crate only binds them to sockets and to embassy-time.
+//! `no_std`, no allocation: the buffers are in one [`Storage`] whose capacities are const
+//! generics, and the rest (timing wheel, futures) is in the task that awaits [`serve`], so memory
+//! use is known at link time. The same core pieces as the Linux server do the protocol work
+//! (codec, message map, timing wheel); this crate only binds them to sockets and to embassy-time.
 //!
 //! ```text
 //! socket bytes ─▶ frame::Decoder ─▶ dispatch::handle_frame ─▶ Service (message map) ─▶ Cx
 //!                                                                          │
 //! socket ◀── write ◀── out::OutBuf (per connection, whole frames) ◀────────┘ reply / broadcast
-//! embassy-time ─▶ idle timeout, write timeout, service timers, linger
+//! embassy-time ─▶ clock ─▶ wheel::Wheel (idle timeouts, service timers) ─▶ slot flags ─▶ session
+//!                 write timeout, linger: per-session deadlines (rare states only)
 //! ```
 //!
 //! - [`server`]: [`serve`], [`Config`], [`Storage`]; the per-connection session loop, admission
@@ -16,6 +18,7 @@
 //! - [`hub`]: what connections share (output buffers, counters, timers) and [`hub::Cx`], the
 //!   embedded [`Context`](doorway_core::dispatch::Context) handlers see.
 //! - [`out`]: per-connection pending output, whole frames only.
+//! - [`timers`]: idle and service timers on `doorway_core::wheel`.
 //!
 //! # Using it in your firmware
 //!
