@@ -1,6 +1,6 @@
 //! State the connections share: per-slot output, lifecycle, timers, and the server's counters.
 //!
-//! Every connection of a [`crate::Server`] runs as one future inside one task, so the hub lives in
+//! Every connection of [`crate::serve`] runs as one future inside one task, so the hub lives in
 //! a `RefCell` and is borrowed only between `.await`s (never across one). A handler sees it through
 //! [`Cx`], the embedded [`Context`]: a reply goes to the current slot's [`OutBuf`], `send_to` and
 //! `broadcast` write into other slots' buffers and wake their futures.

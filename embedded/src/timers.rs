@@ -1,7 +1,7 @@
 //! Connection timers on core's timing wheel: idle timeouts and service timers.
 //!
-//! One [`Wheel`](doorway_core::wheel::Wheel) serves every connection of a server, with room for
-//! [`PER_SLOT`] timers per socket (its idle timeout and [`TIMERS`](crate::hub::TIMERS) service
+//! One [`doorway_core::wheel::Wheel`] serves every connection of a server, with room for
+//! [`PER_SLOT`] timers per socket (its idle timeout and [`crate::hub::TIMERS`] service
 //! timers), so inserting can only fail if a slot exceeds its own share, which the hub prevents.
 //! Ticks are embassy-time ticks: the wheel knows no clock, the hub passes `now` in.
 //!
