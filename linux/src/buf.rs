@@ -25,12 +25,13 @@ pub struct Pool {
     free: Lock<Vec<Vec<u8>>>,
     max_free: usize,
     zeroed: bool,
+    dropped: std::sync::atomic::AtomicU64,
 }
 
 impl Pool {
     /// A pool of input blocks (full length) or output blocks (empty), keeping up to `max_free`.
     pub fn new(zeroed: bool, max_free: usize) -> Pool {
-        Pool { free: Lock::new(Vec::new()), max_free, zeroed }
+        Pool { free: Lock::new(Vec::new()), max_free, zeroed, dropped: std::sync::atomic::AtomicU64::new(0) }
     }
 
     /// A block: `BLOCK` zero-or-stale bytes long if zeroed, else empty with `BLOCK` capacity.
@@ -49,16 +50,24 @@ impl Pool {
     /// Returns a block; blocks of another size (dedicated large buffers) are freed.
     #[inline]
     pub fn put(&self, mut b: Vec<u8>) {
-        if b.capacity() != BLOCK {
-            return;
+        if b.capacity() == BLOCK {
+            if !self.zeroed {
+                b.clear();
+            }
+            let mut free = self.free.lock();
+            if free.len() < self.max_free {
+                free.push(b);
+                return;
+            }
         }
-        if !self.zeroed {
-            b.clear();
-        }
-        let mut free = self.free.lock();
-        if free.len() < self.max_free {
-            free.push(b);
-        }
+        // Relaxed: a statistic for the monitor's trim decision.
+        self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Blocks (and large buffers) freed to the allocator so far.
+    pub fn dropped(&self) -> u64 {
+        // Relaxed: a statistic.
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Blocks currently free.

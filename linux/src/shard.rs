@@ -286,6 +286,8 @@ pub struct Shard {
     /// The role threads must exit.
     pub exit: AtomicBool,
     spare: Lock<Option<File>>,
+    /// (last trim check in ms, pool drops seen then).
+    trim_state: Lock<(u64, u64)>,
 }
 
 impl Shard {
@@ -333,6 +335,7 @@ impl Shard {
             stop_seen: AtomicBool::new(false),
             exit: AtomicBool::new(false),
             spare: Lock::new(File::open("/dev/null").ok()),
+            trim_state: Lock::new((0, 0)),
         })
     }
 
@@ -408,6 +411,7 @@ impl Shard {
                 if self.timer.expirations() > 0 {
                     self.tick_pending.store(true, Ordering::Release);
                     *touched |= DEAL;
+                    self.maybe_trim();
                 }
             }
             TOKEN_WAKE => self.monitor_waker.drain(),
@@ -438,6 +442,21 @@ impl Shard {
                 self.schedule(idx, s, touched);
             }
         }
+    }
+
+    /// Once a second at most: if the pools freed blocks since the last look (a burst), hand the
+    /// freed heap back to the OS so an idle server's RSS falls back (monitor role).
+    fn maybe_trim(&self) {
+        let now = self.server.now();
+        let mut last = self.trim_state.lock();
+        if now < last.0 + 1000 {
+            return;
+        }
+        let dropped = self.in_pool.dropped() + self.out_pool.dropped();
+        if dropped != last.1 {
+            crate::sys::mem::trim();
+        }
+        *last = (now, dropped);
     }
 
     /// Polls the stop flag: on the first sight, closes the listener and asks every connection to

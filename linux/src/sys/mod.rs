@@ -27,6 +27,7 @@ macro_rules! syscall {
 
 pub mod epoll;
 pub mod eventfd;
+pub mod mem;
 pub mod rlimit;
 pub mod signalfd;
 pub mod socket;
