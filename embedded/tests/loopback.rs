@@ -1,0 +1,278 @@
+//! The embedded server end to end on the host: two embassy-net stacks joined by an in-memory
+//! Ethernet wire, the server (`serve` with the demo service) on one, a client on the other.
+//!
+//! This runs the real `doorway_embedded::serve` (sockets, sessions, refusal, the timing wheel,
+//! shutdown) without QEMU, so `cargo test --workspace` exercises it on every change; the QEMU
+//! test (`cargo xtask qemu --test`) then runs the full conformance suite against the firmware.
+//! Time is embassy-time's std driver (real time); the futures are driven by a busy `block_on`,
+//! bounded by a deadline so a hang fails instead of blocking the test run.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::task::Context;
+
+use doorway_core::demo::Demo;
+use doorway_core::frame::{self, kind, Decoder, ErrorCode, HEADER_LEN};
+use doorway_embedded::{serve, Config, Storage};
+use embassy_futures::block_on;
+use embassy_futures::join::join;
+use embassy_futures::select::{select, Either};
+use embassy_net::tcp::TcpSocket;
+use embassy_net::{Ipv4Address, Ipv4Cidr, Stack, StackResources, StaticConfigV4};
+use embassy_net_driver::{Capabilities, Driver, HardwareAddress, LinkState, RxToken, TxToken};
+use embassy_time::{Duration, Instant, Timer};
+
+type Queue = Rc<RefCell<VecDeque<Vec<u8>>>>;
+
+/// One end of the wire: frames sent here appear in the other end's queue.
+struct End {
+    mac: [u8; 6],
+    rx: Queue,
+    tx: Queue,
+}
+
+struct Rx(Vec<u8>);
+struct Tx(Queue);
+
+impl RxToken for Rx {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(mut self, f: F) -> R {
+        f(&mut self.0)
+    }
+}
+
+impl TxToken for Tx {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut buf = vec![0; len];
+        let r = f(&mut buf);
+        self.0.borrow_mut().push_back(buf);
+        r
+    }
+}
+
+impl Driver for End {
+    type RxToken<'a> = Rx;
+    type TxToken<'a> = Tx;
+
+    fn receive(&mut self, cx: &mut Context) -> Option<(Rx, Tx)> {
+        // The busy executor polls again anyway; waking keeps the stack's runner honest.
+        cx.waker().wake_by_ref();
+        let frame = self.rx.borrow_mut().pop_front()?;
+        Some((Rx(frame), Tx(self.tx.clone())))
+    }
+
+    fn transmit(&mut self, _cx: &mut Context) -> Option<Tx> {
+        Some(Tx(self.tx.clone()))
+    }
+
+    fn link_state(&mut self, _cx: &mut Context) -> LinkState {
+        LinkState::Up
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Capabilities::default();
+        caps.max_transmission_unit = 1514;
+        caps
+    }
+
+    fn hardware_address(&self) -> HardwareAddress {
+        HardwareAddress::Ethernet(self.mac)
+    }
+}
+
+const SERVER: Ipv4Address = Ipv4Address::new(10, 0, 0, 1);
+const PORT: u16 = 7200;
+const MAX_CONNECTIONS: usize = 2;
+const IDLE_MS: u64 = 400;
+/// 4 sockets for 2 connections; max_body 256.
+type TestStorage = Storage<4, 268, 536, 512, 512>;
+
+fn stack(end: End, ip: Ipv4Address, seed: u64) -> (Stack<'static>, embassy_net::Runner<'static, End>) {
+    let config = embassy_net::Config::ipv4_static(StaticConfigV4 {
+        address: Ipv4Cidr::new(ip, 24),
+        gateway: None,
+        dns_servers: Default::default(),
+    });
+    let resources = Box::leak(Box::new(StackResources::<8>::new()));
+    embassy_net::new(end, config, resources, seed)
+}
+
+fn frame_bytes(kind: u16, seq: u32, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![0; HEADER_LEN + body.len()];
+    frame::encode(&mut out, kind, seq, body).expect("buffer sized for the frame");
+    out
+}
+
+/// A client connection on the client stack with its own buffers.
+struct Client {
+    socket: TcpSocket<'static>,
+    pending: Vec<u8>,
+}
+
+impl Client {
+    async fn connect(stack: Stack<'static>) -> Client {
+        let rx = Box::leak(vec![0u8; 4096].into_boxed_slice());
+        let tx = Box::leak(vec![0u8; 4096].into_boxed_slice());
+        let mut socket = TcpSocket::new(stack, rx, tx);
+        socket.connect((SERVER, PORT)).await.expect("connect to the embedded server");
+        Client { socket, pending: Vec::new() }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        let mut sent = 0;
+        while sent < bytes.len() {
+            sent += self.socket.write(&bytes[sent..]).await.expect("write");
+        }
+    }
+
+    /// The next frame, or `None` when the server closed.
+    async fn recv(&mut self) -> Option<(u16, u32, Vec<u8>)> {
+        loop {
+            if let Some(f) = Decoder::new(u32::MAX).decode(&self.pending).expect("server sent a valid frame")
+            {
+                let out = (f.header.kind, f.header.seq, f.body.to_vec());
+                let n = f.wire_len();
+                self.pending.drain(..n);
+                return Some(out);
+            }
+            let mut buf = [0u8; 1024];
+            match self.socket.read(&mut buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
+    async fn expect_error(&mut self, code: ErrorCode, seq: u32) {
+        let (k, s, body) = self.recv().await.expect("an ERROR frame");
+        assert_eq!((k, s), (kind::ERROR, seq), "ERROR {code:?}");
+        assert_eq!(frame::parse_error_body(&body).map(|(c, _)| c), Some(code.code()));
+    }
+
+    async fn expect_close(&mut self) {
+        assert_eq!(self.recv().await, None, "the server should have closed");
+    }
+}
+
+/// Runs `test` against a fresh server; fails if it takes longer than `limit`.
+fn with_server<F, Fut>(limit: Duration, test: F)
+where
+    F: FnOnce(Stack<'static>) -> Fut,
+    Fut: core::future::Future<Output = ()>,
+{
+    let (a, b): (Queue, Queue) = Default::default();
+    let server_end = End { mac: [2, 0, 0, 0, 0, 1], rx: a.clone(), tx: b.clone() };
+    let client_end = End { mac: [2, 0, 0, 0, 0, 2], rx: b, tx: a };
+    let (server_stack, mut server_runner) = stack(server_end, SERVER, 1);
+    let (client_stack, mut client_runner) = stack(client_end, Ipv4Address::new(10, 0, 0, 2), 2);
+    let storage = Box::leak(Box::new(TestStorage::new()));
+    let config = Config {
+        port: PORT,
+        max_connections: MAX_CONNECTIONS,
+        idle_timeout: Duration::from_millis(IDLE_MS),
+        write_timeout: Duration::from_secs(2),
+        linger: Duration::from_millis(300),
+    };
+    let network = join(server_runner.run(), client_runner.run());
+    let server = serve(server_stack, storage, Demo, config);
+    let client = async {
+        client_stack.wait_config_up().await;
+        test(client_stack).await;
+    };
+    let deadline = Timer::at(Instant::now() + limit);
+    let outcome = block_on(select(join(network, server), select(client, deadline)));
+    match outcome {
+        Either::Second(Either::First(())) => {}
+        Either::Second(Either::Second(())) => panic!("the test did not finish within {limit:?}"),
+        Either::First(_) => unreachable!("the server and the stacks run forever"),
+    }
+}
+
+#[test]
+fn echo_ping_stats_and_unknown_kinds() {
+    with_server(Duration::from_secs(10), |stack| async move {
+        let mut c = Client::connect(stack).await;
+        c.send(&frame_bytes(kind::ECHO, 1, b"hello")).await;
+        assert_eq!(c.recv().await, Some((kind::ECHO, 1, b"hello".to_vec())));
+        // Several frames in one write, one of them split across writes.
+        let mut bytes = frame_bytes(kind::PING, 2, b"p");
+        bytes.extend(frame_bytes(kind::PONG, 3, b""));
+        bytes.extend(frame_bytes(99, 4, b""));
+        let tail = frame_bytes(kind::ECHO, 5, &[7; 256]);
+        bytes.extend(&tail[..100]);
+        c.send(&bytes).await;
+        c.send(&tail[100..]).await;
+        assert_eq!(c.recv().await, Some((kind::PONG, 2, b"p".to_vec())));
+        c.expect_error(ErrorCode::UnknownKind, 4).await;
+        assert_eq!(c.recv().await, Some((kind::ECHO, 5, vec![7; 256])));
+        c.send(&frame_bytes(kind::STATS, 6, b"")).await;
+        let (k, s, body) = c.recv().await.expect("STATS reply");
+        assert_eq!((k, s), (kind::STATS, 6));
+        let json = String::from_utf8(body).expect("STATS is UTF-8");
+        assert!(json.contains("\"connections_open\":1"), "{json}");
+        assert!(json.contains("\"frames_in\":6"), "ECHO, PING, PONG, 99, ECHO, STATS: {json}");
+        assert!(json.contains("\"errors_sent_2\":1"), "{json}");
+    });
+}
+
+#[test]
+fn header_errors_close_and_bye_answers_first() {
+    with_server(Duration::from_secs(10), |stack| async move {
+        let mut c = Client::connect(stack).await;
+        c.send(&frame_bytes(kind::ECHO, 1, &[0; 257])).await; // max_body is 256
+        c.expect_error(ErrorCode::FrameTooLarge, 1).await;
+        c.expect_close().await;
+
+        let mut c = Client::connect(stack).await;
+        let mut flagged = frame_bytes(kind::ECHO, 2, b"");
+        flagged[7] = 1;
+        c.send(&flagged).await;
+        c.expect_error(ErrorCode::BadFlags, 2).await;
+        c.expect_close().await;
+
+        let mut c = Client::connect(stack).await;
+        let mut bytes = frame_bytes(kind::ECHO, 3, b"owed");
+        bytes.extend(frame_bytes(kind::BYE, 4, b""));
+        bytes.extend(frame_bytes(kind::ECHO, 5, b"ignored"));
+        c.send(&bytes).await;
+        assert_eq!(c.recv().await, Some((kind::ECHO, 3, b"owed".to_vec())));
+        c.expect_close().await;
+    });
+}
+
+#[test]
+fn server_full_idle_timeout_and_broadcast() {
+    with_server(Duration::from_secs(10), |stack| async move {
+        let mut a = Client::connect(stack).await;
+        let mut b = Client::connect(stack).await;
+        // Both admitted (they answer), a third is refused with ERROR 5 then closed.
+        for (c, seq) in [(&mut a, 1), (&mut b, 2)] {
+            c.send(&frame_bytes(kind::PING, seq, b"")).await;
+            assert_eq!(c.recv().await, Some((kind::PONG, seq, Vec::new())));
+        }
+        let mut refused = Client::connect(stack).await;
+        refused.expect_error(ErrorCode::ServerFull, 0).await;
+        refused.expect_close().await;
+
+        // BROADCAST reaches both, the sender's copy in its reply order.
+        a.send(&frame_bytes(kind::BROADCAST, 3, b"all")).await;
+        assert_eq!(a.recv().await, Some((kind::BROADCAST, 0, b"all".to_vec())));
+        assert_eq!(b.recv().await, Some((kind::BROADCAST, 0, b"all".to_vec())));
+
+        // `b` keeps talking; `a` goes quiet and gets ERROR 4 after the idle timeout.
+        let start = Instant::now();
+        for seq in 0..6 {
+            Timer::after_millis(IDLE_MS / 4).await;
+            b.send(&frame_bytes(kind::PING, seq, b"")).await;
+            assert_eq!(b.recv().await, Some((kind::PONG, seq, Vec::new())), "an active connection stays");
+        }
+        a.expect_error(ErrorCode::IdleTimeout, 0).await;
+        a.expect_close().await;
+        assert!(start.elapsed() >= Duration::from_millis(IDLE_MS), "not before the idle timeout");
+
+        // The freed slot admits exactly one more.
+        let mut c = Client::connect(stack).await;
+        c.send(&frame_bytes(kind::ECHO, 9, b"in")).await;
+        assert_eq!(c.recv().await, Some((kind::ECHO, 9, b"in".to_vec())));
+    });
+}
