@@ -309,7 +309,7 @@ impl Shard {
             epoll.add(sig.raw(), epoll::IN | epoll::ET, TOKEN_SIGNAL)?;
         }
         // Blocks kept for reuse: enough for the active connections' bursts, not a hoard after a spike.
-        let max_free = 32;
+        let max_free = 128;
         Ok(Shard {
             index,
             server,
