@@ -276,3 +276,48 @@ fn server_full_idle_timeout_and_broadcast() {
         assert_eq!(c.recv().await, Some((kind::ECHO, 9, b"in".to_vec())));
     });
 }
+
+#[test]
+fn slow_consumer_is_cut_off_after_the_write_timeout() {
+    with_server(Duration::from_secs(15), |stack| async move {
+        // A client with a tiny receive window that sends many requests and reads nothing.
+        let rx = Box::leak(vec![0u8; 256].into_boxed_slice());
+        let tx = Box::leak(vec![0u8; 16 * 1024].into_boxed_slice());
+        let mut socket = TcpSocket::new(stack, rx, tx);
+        socket.connect((SERVER, PORT)).await.expect("connect");
+        let mut slow = Client { socket, pending: Vec::new() };
+        let start = Instant::now();
+        let mut bytes = Vec::new();
+        for seq in 0..60 {
+            bytes.extend(frame_bytes(kind::ECHO, seq, &[seq as u8; 200]));
+        }
+        slow.send(&bytes).await;
+        // Meanwhile another connection is served normally.
+        let mut other = Client::connect(stack).await;
+        other.send(&frame_bytes(kind::PING, 1, b"")).await;
+        assert_eq!(other.recv().await, Some((kind::PONG, 1, Vec::new())));
+        // After the write timeout (2 s) the server gives up on the slow one: whatever replies got
+        // through arrive in order, then the connection ends (ERROR 6 if it still fits).
+        Timer::after_millis(2_500).await;
+        let mut next = 0;
+        while let Some((k, seq, body)) = slow.recv().await {
+            if k == kind::ERROR {
+                assert_eq!(
+                    frame::parse_error_body(&body).map(|(c, _)| c),
+                    Some(ErrorCode::SlowConsumer.code())
+                );
+                continue;
+            }
+            assert_eq!((k, seq, body), (kind::ECHO, next, vec![next as u8; 200]), "replies in order");
+            next += 1;
+        }
+        assert!(next < 60, "the slow consumer cannot have received everything");
+        assert!(start.elapsed() >= Duration::from_secs(2), "not cut off before the write timeout");
+        // `other` went idle meanwhile (400 ms); ask a fresh connection.
+        let mut stats = Client::connect(stack).await;
+        stats.send(&frame_bytes(kind::STATS, 2, b"")).await;
+        let (_, _, body) = stats.recv().await.expect("STATS");
+        let json = String::from_utf8(body).expect("UTF-8");
+        assert!(json.contains("\"errors_sent_6\":1"), "{json}");
+    });
+}
