@@ -21,9 +21,13 @@
 
 /// Logs at INFO through defmt, or nothing without the `defmt` feature.
 macro_rules! info {
-    ($($arg:tt)*) => {{
+    ($fmt:literal $(, $arg:expr)* $(,)?) => {{
         #[cfg(feature = "defmt")]
-        defmt::info!($($arg)*);
+        defmt::info!($fmt $(, $arg)*);
+        #[cfg(not(feature = "defmt"))]
+        {
+            $( let _ = &$arg; )*
+        }
     }};
 }
 

@@ -37,9 +37,13 @@ static PACKETS: StaticCell<PacketQueue<4, 4>> = StaticCell::new();
 static STACK_RESOURCES: StaticCell<StackResources<STACK_SOCKETS>> = StaticCell::new();
 
 macro_rules! info {
-    ($($arg:tt)*) => {{
+    ($fmt:literal $(, $arg:expr)* $(,)?) => {{
         #[cfg(feature = "defmt")]
-        defmt::info!($($arg)*);
+        defmt::info!($fmt $(, $arg)*);
+        #[cfg(not(feature = "defmt"))]
+        {
+            $( let _ = &$arg; )*
+        }
     }};
 }
 
