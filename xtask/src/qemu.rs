@@ -16,7 +16,8 @@
 //! 3. Wait until the firmware answers PING, then run `doorway-conformance`, the same suite the
 //!    Linux server's tests run, with the firmware's profile (max body, idle timeout, connections).
 //! 4. Measure echoes per second and p99 round trip with 1 and 4 connections, and the CPU an idle
-//!    QEMU burns (from `/proc`, must stay under [`IDLE_CPU_LIMIT`]).
+//!    QEMU burns (from `/proc`, must stay under [`IDLE_CPU_LIMIT`]); then STATS must show no
+//!    session left open but the one asking.
 //! 5. Stop QEMU. The test fails on any suite failure, on a firmware that exited (a panic or a
 //!    hard fault exits through semihosting with a failing status), on a `panic` or `ERROR` line in
 //!    the firmware's log, or when the whole run exceeds [`TEST_BUDGET`].
@@ -354,6 +355,12 @@ fn qemu_test(board: &Board) -> Result {
         }
         thread::sleep(Duration::from_millis(500));
         let cpu = idle_cpu(vm.child.id(), Duration::from_secs(5))?;
+        // Every connection of the suite and the measurements is gone: no session leaked.
+        let open = stats_counter(addr, "connections_open")?;
+        println!("qemu stats after the run: connections_open = {open} (this STATS connection)");
+        if open != 1 {
+            return Err(format!("{} sessions still open after the run (expected only ours)", open - 1).into());
+        }
         println!("qemu idle: {:.2}% of one host core over 5 s", cpu * 100.0);
         if cpu > IDLE_CPU_LIMIT {
             return Err(format!(
@@ -443,6 +450,23 @@ fn wait_until_serving(vm: &mut Vm, addr: SocketAddr) -> Result {
         }
         thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Asks the firmware for STATS on a new connection and returns one counter.
+fn stats_counter(addr: SocketAddr, name: &str) -> Result<u64> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(&frame(66, 1, b""))?;
+    let mut header = [0u8; 12];
+    s.read_exact(&mut header)?;
+    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body)?;
+    let json = String::from_utf8_lossy(&body);
+    let key = format!("\"{name}\":");
+    let at = json.find(&key).ok_or_else(|| format!("STATS has no {name}: {json}"))? + key.len();
+    let digits: String = json[at..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    Ok(digits.parse()?)
 }
 
 /// Echo throughput and latency through QEMU.
