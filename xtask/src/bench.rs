@@ -12,9 +12,9 @@
 //! round, then the median. doorway's own models (pipeline/fused, 1/2 shards) are compared the
 //! same way on the 100-connection workloads.
 //!
-//! Timings on a shared 2-core VM are noisy, so every run also reports how long the server waited
-//! for a CPU (`/proc/PID/task/*/schedstat`), runs that waited over 10% of their window are
-//! flagged, and a full run adds user-space instructions per message counted by callgrind (when
+//! Timings on a shared 2-core VM are noisy, so every run also reports how much CPU other processes
+//! took on the two pinned cores during its window (`/proc/stat` busy time minus the pinned
+//! process's own), runs above 10% are flagged, and a full run adds user-space instructions per message counted by callgrind (when
 //! valgrind is installed): a deterministic figure no neighbour can disturb.
 //!
 //! A full run writes `bench/RESULTS.md`; `--quick` (1 round, short windows, 1,000 idle
@@ -39,7 +39,8 @@ use crate::util::{cargo, project_root, run as run_cmd, Result};
 /// start-up and shutdown: (scenario id, fewer, more).
 const CALLGRIND: &[(&str, u64, u64)] = &[("2", 10_000, 30_000), ("3", 50_000, 150_000), ("6b", 2_000, 6_000)];
 
-/// Share of the window a server may spend runnable but off-CPU before its run is flagged.
+/// Share of the window other processes may take on the server's or the client's core before the
+/// run is flagged as disturbed.
 const CONTENDED: f64 = 0.10;
 
 /// Knobs of one bench invocation.
@@ -494,11 +495,10 @@ impl Bench {
                 scenario.id, spec.label
             ));
         }
-        if let (Some(wait), Some(window)) = (sample.get("server_wait_ns"), sample.get("window_s")) {
-            let share = wait / (window * 1e9);
+        if let Some(share) = foreign_share(&sample) {
             if share > CONTENDED {
                 self.results.problems.push(format!(
-                    "scenario {} on {}: the server waited {:.0}% of the window for a CPU (contended)",
+                    "scenario {} on {}: other processes took {:.0}% of a pinned core in the window (disturbed)",
                     scenario.id,
                     spec.label,
                     share * 100.0
@@ -636,21 +636,19 @@ impl Bench {
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
     }
 
-    /// How long servers waited for a CPU inside their windows, over every run: the noise gauge.
+    /// How much other processes ran on the pinned cores during the windows: the noise gauge.
     fn contention(&self) -> String {
-        let shares: Vec<f64> = self
-            .results
-            .samples
-            .iter()
-            .filter_map(|(_, _, s)| Some(s.get("server_wait_ns")? / (s.get("window_s")? * 1e9) * 100.0))
-            .collect();
+        let shares: Vec<f64> =
+            self.results.samples.iter().filter_map(|(_, _, s)| Some(foreign_share(s)? * 100.0)).collect();
         match median(&shares) {
             Some(m) => format!(
-                "contention: servers waited for a CPU {m:.1}% of their windows (median over {} runs, max {:.1}%)",
+                "noise: other processes took {m:.1}% of the busier pinned core during the windows (median over {} \
+                 runs, max {:.1}%); runs above {:.0}% are listed at the end",
                 shares.len(),
-                shares.iter().copied().fold(0.0, f64::max)
+                shares.iter().copied().fold(0.0, f64::max),
+                CONTENDED * 100.0
             ),
-            None => "contention: not measured".into(),
+            None => "noise: not measured (cores not pinned)".into(),
         }
     }
 
@@ -683,6 +681,16 @@ impl Bench {
         line("bytes per idle connection <= 0.25x peer (scenario 5)", r, fmt_ratio(r), |v| v <= 0.25);
         s
     }
+}
+
+/// The larger share of the window other processes took on the server's or the client's core.
+fn foreign_share(sample: &Sample) -> Option<f64> {
+    let window = sample.get("window_s")? * 1e9;
+    let server = sample.get("server_core_foreign_ns");
+    let client = sample.get("client_core_foreign_ns");
+    let worst =
+        server.into_iter().chain(client).fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))?;
+    (window > 0.0).then(|| worst / window)
 }
 
 fn fmt_ratio(r: Option<f64>) -> String {
@@ -903,7 +911,8 @@ pub fn run(quick: bool, args: &[String]) -> Result {
         bench.results.problems.append(&mut model_results.problems);
     }
     if !bench.results.problems.is_empty() {
-        let _ = writeln!(out, "\nRuns with errors (their figures are suspect):\n");
+        let _ =
+            writeln!(out, "\nRuns with errors, stalls or a disturbed core (their figures are suspect):\n");
         for p in &bench.results.problems {
             let _ = writeln!(out, "- {p}");
         }
@@ -975,6 +984,15 @@ mod tests {
             ));
         }
         assert_eq!(r.values("5", "x", Metric::BytesPerIdle), vec![10000.0, 10200.0]);
+    }
+
+    #[test]
+    fn foreign_share_takes_the_busier_core() {
+        let s = sample(
+            "{\"window_s\":2.0,\"server_core_foreign_ns\":100000000,\"client_core_foreign_ns\":400000000}",
+        );
+        assert_eq!(foreign_share(&s), Some(0.2));
+        assert_eq!(foreign_share(&sample("{\"window_s\":2.0}")), None);
     }
 
     #[test]

@@ -40,7 +40,7 @@ use clap::Parser;
 use doorway_core::frame::{kind, Header, HEADER_LEN};
 
 use crate::args::{Config, Mode, Stop, DRAIN};
-use crate::report::{Errors, Report, ServerSample, Stats};
+use crate::report::{CoreSample, Errors, Report, ServerSample, Stats};
 
 /// Bound on one connect, and on one blocking read in connect-rate and idle setup.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -262,21 +262,26 @@ fn run(cfg: Config) -> Report {
     };
     let mut progress_line = Progress::new(cfg.progress.filter(|_| long_run), &progress, &plan);
     let all_done = || finished.load(Ordering::Acquire) == n_threads;
-    let (window, first, last) = match cfg.stop {
+    // Cores the server and this process are pinned to, to measure what else ran on them.
+    let server_core = pid.and_then(|p| Some((p, report::pinned_cpu(&p.to_string())?)));
+    let client_core = report::pinned_cpu("self");
+    let sample = || (pid.and_then(ServerSample::read), CoreSample::read(server_core, client_core));
+    let (window, (first, cores0), (last, cores1)) = match cfg.stop {
         Stop::Window { .. } => {
             wait_until(plan.instant(plan.measure_from), &mut progress_line, &all_done);
-            let first = pid.and_then(ServerSample::read);
+            let first = sample();
             wait_until(plan.instant(plan.measure_until), &mut progress_line, &all_done);
-            let last = pid.and_then(ServerSample::read);
+            let last = sample();
             (Duration::from_nanos(plan.measure_until - plan.measure_from), first, last)
         }
         Stop::Messages { .. } => {
-            let first = pid.and_then(ServerSample::read);
+            let first = sample();
             wait_until(plan.instant(plan.hard_deadline), &mut progress_line, &all_done);
-            let last = pid.and_then(ServerSample::read);
+            let last = sample();
             (Duration::from_nanos(plan.now()), first, last)
         }
     };
+    let (server_core_foreign_ns, client_core_foreign_ns) = CoreSample::foreign(&cores0, &cores1);
     let mut stats = Stats::new();
     for handle in handles {
         match handle.join() {
@@ -295,7 +300,17 @@ fn run(cfg: Config) -> Report {
         ),
         _ => (None, None, None),
     };
-    Report { config: cfg, stats, window, idle_open, server_cpu_ns, server_rss_kib, server_wait_ns }
+    Report {
+        config: cfg,
+        stats,
+        window,
+        idle_open,
+        server_cpu_ns,
+        server_rss_kib,
+        server_wait_ns,
+        server_core_foreign_ns,
+        client_core_foreign_ns,
+    }
 }
 
 /// Prints a progress line every interval, to stderr.

@@ -105,15 +105,7 @@ pub struct ServerSample {
 impl ServerSample {
     /// Reads `/proc/PID/stat` and `/proc/PID/status`; None if the process is gone.
     pub fn read(pid: u32) -> Option<ServerSample> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // The command name may hold spaces and parentheses: fields start after the last ')'.
-        let rest = &stat[stat.rfind(')')? + 1..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // After the name: state is field 3, so utime (14) and stime (15) are at 11 and 12.
-        let utime: u64 = fields.get(11)?.parse().ok()?;
-        let stime: u64 = fields.get(12)?.parse().ok()?;
-        let ticks = sys::clock_ticks_per_second();
-        let cpu_ns = (utime + stime).saturating_mul(1_000_000_000) / ticks;
+        let cpu_ns = process_cpu_ns(&pid.to_string())?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         let rss_kib = status
             .lines()
@@ -129,6 +121,62 @@ impl ServerSample {
             .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
             .sum();
         Some(ServerSample { cpu_ns, rss_kib, wait_ns })
+    }
+}
+
+/// utime + stime of a process (`"self"` or a PID), all threads, in nanoseconds.
+pub fn process_cpu_ns(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3, so utime (14) and stime (15) are at 11 and 12.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime).saturating_mul(1_000_000_000) / sys::clock_ticks_per_second())
+}
+
+/// The one CPU a process (`"self"` or a PID) may run on, if its affinity is a single CPU.
+pub fn pinned_cpu(pid: &str) -> Option<usize> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let list = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?.trim();
+    list.parse().ok()
+}
+
+/// Busy time of one CPU (user + nice + system + steal from `/proc/stat`), in nanoseconds.
+pub fn core_busy_ns(cpu: usize) -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let name = format!("cpu{cpu}");
+    let line = stat.lines().find(|l| l.split_whitespace().next() == Some(name.as_str()))?;
+    let f: Vec<u64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let ticks = f.first()? + f.get(1)? + f.get(2)? + f.get(7).copied().unwrap_or(0);
+    Some(ticks.saturating_mul(1_000_000_000) / sys::clock_ticks_per_second())
+}
+
+/// What other processes did on the server's and the client's cores: each core's busy time minus
+/// the time of the process pinned to it. Only for a core a process is pinned to, alone.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CoreSample {
+    server: Option<(u64, u64)>,
+    client: Option<(u64, u64)>,
+}
+
+impl CoreSample {
+    /// Samples the server's core (if `server` is `(pid, cpu)`) and the client's (if pinned).
+    pub fn read(server: Option<(u32, usize)>, client_cpu: Option<usize>) -> CoreSample {
+        let server =
+            server.and_then(|(pid, cpu)| Some((core_busy_ns(cpu)?, process_cpu_ns(&pid.to_string())?)));
+        let client = client_cpu.and_then(|cpu| Some((core_busy_ns(cpu)?, process_cpu_ns("self")?)));
+        CoreSample { server, client }
+    }
+
+    /// Foreign busy time on (the server's core, the client's core) between two samples.
+    pub fn foreign(first: &CoreSample, last: &CoreSample) -> (Option<u64>, Option<u64>) {
+        let delta = |a: Option<(u64, u64)>, b: Option<(u64, u64)>| {
+            let ((busy0, own0), (busy1, own1)) = (a?, b?);
+            Some(busy1.saturating_sub(busy0).saturating_sub(own1.saturating_sub(own0)))
+        };
+        (delta(first.server, last.server), delta(first.client, last.client))
     }
 }
 
@@ -148,6 +196,10 @@ pub struct Report {
     pub server_rss_kib: Option<u64>,
     /// Time the server's threads waited for a CPU inside the window.
     pub server_wait_ns: Option<u64>,
+    /// CPU time other processes took on the server's core inside the window (if it is pinned).
+    pub server_core_foreign_ns: Option<u64>,
+    /// CPU time other processes took on the client's core inside the window (if it is pinned).
+    pub client_core_foreign_ns: Option<u64>,
 }
 
 impl Report {
@@ -241,6 +293,14 @@ impl Report {
                 cpu as f64 / 1e9
             );
         }
+        let share =
+            |ns: Option<u64>| ns.map(|ns| format!("{:.0}%", ns as f64 / self.window.as_secs_f64() / 1e7));
+        if let (Some(server), client) =
+            (share(self.server_core_foreign_ns), share(self.client_core_foreign_ns))
+        {
+            let client = client.map(|c| format!(", {c} of the client's")).unwrap_or_default();
+            let _ = writeln!(s, "  noise     other processes used {server} of the server's core{client}");
+        }
         s
     }
 
@@ -295,6 +355,12 @@ impl Report {
         }
         if let Some(wait) = self.server_wait_ns {
             let _ = write!(s, ",\"server_wait_ns\":{wait}");
+        }
+        if let Some(ns) = self.server_core_foreign_ns {
+            let _ = write!(s, ",\"server_core_foreign_ns\":{ns}");
+        }
+        if let Some(ns) = self.client_core_foreign_ns {
+            let _ = write!(s, ",\"client_core_foreign_ns\":{ns}");
         }
         s.push('}');
         s

@@ -220,3 +220,24 @@ fn request_template_round_trip() {
     assert!(request.matches(frame.body, 0xdead_beef));
     assert!(!request.matches(frame.body, 1));
 }
+
+#[test]
+fn core_noise_helpers_read_proc() {
+    assert!(report::core_busy_ns(0).is_some());
+    assert!(report::process_cpu_ns("self").is_some());
+    // A process pinned with taskset reports its one CPU; an unpinned one (on 2+ CPUs) none.
+    let Ok(mut child) = std::process::Command::new("taskset").args(["-c", "0", "sleep", "5"]).spawn() else {
+        return; // No taskset here: nothing to check.
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let pinned = report::pinned_cpu(&child.id().to_string());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(pinned, Some(0));
+    let first = report::CoreSample::read(Some((std::process::id(), 0)), Some(0));
+    let spin = Instant::now();
+    while spin.elapsed() < Duration::from_millis(50) {}
+    let last = report::CoreSample::read(Some((std::process::id(), 0)), Some(0));
+    let (server, client) = report::CoreSample::foreign(&first, &last);
+    assert!(server.is_some() && client.is_some());
+}
