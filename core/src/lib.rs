@@ -15,6 +15,7 @@
 //! - [`dispatch`]: the message map (`message_map!`), the [`dispatch::Context`] a binding
 //!   implements, and [`dispatch::handle_frame`], the protocol's control rules in one place.
 //! - [`demo`]: the demo service (ECHO, BROADCAST, STATS) both servers run by default.
+//! - [`stats`]: the counters every home reports, with their STATS names.
 //! - [`slab`]: connection storage with generation-tagged [`slab::ConnId`]s.
 //! - [`queue`]: fixed-capacity queues, [`queue::spsc`] (a ring for one producer and one consumer)
 //!   and [`queue::mpsc`] (the ready queue, many producers). Full is an answer, never a panic.
@@ -53,6 +54,7 @@ pub mod json;
 pub mod pool;
 pub mod queue;
 pub mod slab;
+pub mod stats;
 mod sync;
 pub mod time;
 pub mod wheel;

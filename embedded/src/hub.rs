@@ -106,52 +106,8 @@ impl<const OUT: usize> Slot<OUT> {
     }
 }
 
-/// The server's counters, named as in the Linux server's STATS and metrics.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Counters {
-    /// Admitted connections not yet closed.
-    pub connections_open: u64,
-    /// Connections admitted since boot.
-    pub connections_accepted: u64,
-    /// Connections refused with ERROR 5 since boot.
-    pub connections_refused: u64,
-    /// Frames received.
-    pub frames_in: u64,
-    /// Frames queued for sending.
-    pub frames_out: u64,
-    /// Bytes of frames received.
-    pub bytes_in: u64,
-    /// Bytes of frames queued for sending.
-    pub bytes_out: u64,
-    /// ERROR frames sent, by code (index 0 is code 1).
-    pub errors_sent: [u64; 7],
-}
-
-impl Counters {
-    /// Visits every counter by its STATS name.
-    pub fn visit(&self, visit: &mut dyn FnMut(&str, u64)) {
-        visit("connections_open", self.connections_open);
-        visit("connections_accepted", self.connections_accepted);
-        visit("connections_refused", self.connections_refused);
-        visit("frames_in", self.frames_in);
-        visit("frames_out", self.frames_out);
-        visit("bytes_in", self.bytes_in);
-        visit("bytes_out", self.bytes_out);
-        const NAMES: [&str; 7] = [
-            "errors_sent_1",
-            "errors_sent_2",
-            "errors_sent_3",
-            "errors_sent_4",
-            "errors_sent_5",
-            "errors_sent_6",
-            "errors_sent_7",
-        ];
-        for (name, value) in NAMES.iter().zip(self.errors_sent) {
-            visit(name, value);
-        }
-    }
-}
+/// The server's counters: core's shared snapshot, whose names STATS uses.
+pub use doorway_core::stats::Counters;
 
 /// Everything the connections share.
 pub struct Hub<const N: usize, const OUT: usize> {

@@ -115,29 +115,25 @@ impl Stats {
         self.all.iter().map(|t| t.get(i)).fold(0, u64::wrapping_add)
     }
 
-    /// Visits the STATS keys of COMMON.md in order.
-    pub fn visit(&self, visit: &mut dyn FnMut(&str, u64)) {
+    /// A snapshot summed over every thread.
+    pub fn snapshot(&self) -> doorway_core::stats::Counters {
         let accepted = self.sum(Counter::Accepted);
         let closed = self.sum(Counter::Closed);
-        visit("connections_open", accepted.saturating_sub(closed));
-        visit("connections_accepted", accepted);
-        visit("connections_refused", self.sum(Counter::Refused));
-        visit("frames_in", self.sum(Counter::FramesIn));
-        visit("frames_out", self.sum(Counter::FramesOut));
-        visit("bytes_in", self.sum(Counter::BytesIn));
-        visit("bytes_out", self.sum(Counter::BytesOut));
-        const NAMES: [&str; 7] = [
-            "errors_sent_1",
-            "errors_sent_2",
-            "errors_sent_3",
-            "errors_sent_4",
-            "errors_sent_5",
-            "errors_sent_6",
-            "errors_sent_7",
-        ];
-        for (k, name) in NAMES.iter().enumerate() {
-            visit(name, self.sum_index(Counter::Errors1 as usize + k));
+        doorway_core::stats::Counters {
+            connections_open: accepted.saturating_sub(closed),
+            connections_accepted: accepted,
+            connections_refused: self.sum(Counter::Refused),
+            frames_in: self.sum(Counter::FramesIn),
+            frames_out: self.sum(Counter::FramesOut),
+            bytes_in: self.sum(Counter::BytesIn),
+            bytes_out: self.sum(Counter::BytesOut),
+            errors_sent: core::array::from_fn(|k| self.sum_index(Counter::Errors1 as usize + k)),
         }
+    }
+
+    /// Visits the STATS keys (doorway-core's `stats::Counters`) in order.
+    pub fn visit(&self, visit: &mut dyn FnMut(&str, u64)) {
+        self.snapshot().visit(visit);
     }
 
     /// The counters as Prometheus text exposition.
