@@ -6,7 +6,8 @@ usage: cargo xtask <command>
 
 commands:
   setup                         provision toolchains and tools this machine lacks
-  test [--quick]                everything a change must pass (calls setup when needed)
+  test [--quick]                everything a change must pass (calls setup when needed);
+                                --quick skips loom, fuzzing, bench, boards and QEMU
   ci <job>                      one job of `test` (see `cargo xtask ci list`)
   linux-server [-- ARGS]        build the server in release mode and run it (ARGS go to `doorway`)
   qemu [--board B] [--port P] [--test]
