@@ -5,9 +5,8 @@
 //!   for output blocks (kept empty, filled by appends). Taking and returning a block happens per
 //!   connection per batch, never per message. The pool retains at most `max_free` blocks.
 //! - [`InBuf`]: the receive buffer. Bytes `[start, cut)` are whole frames already validated by the
-//!   receive role, `[cut, end)` an incomplete frame. A frame larger than a block gets a dedicated
-//!   buffer of its size plus one block (at most `max_body + 12 + BLOCK`), which is freed, not
-//!   pooled, when empty.
+//!   receive role, `[cut, end)` an incomplete frame. A frame larger than a block moves to a large
+//!   buffer of `max_body + 12 + BLOCK` bytes, recycled by the pool (a few are kept) when empty.
 //! - [`OutBuf`]: pending output as a queue of blocks. A frame never straddles two blocks, so every
 //!   block starts on a frame boundary; that is what lets a slow consumer's output be discarded while
 //!   completing the one frame already partly written.
@@ -20,18 +19,31 @@ use crate::sync::Lock;
 /// Size of a pooled block.
 pub const BLOCK: usize = 16 * 1024;
 
-/// A pool of free blocks.
+/// A pool of free blocks (and, for input, of large buffers that hold one `max_body` frame).
 pub struct Pool {
     free: Lock<Vec<Vec<u8>>>,
     max_free: usize,
     zeroed: bool,
+    large: Lock<Vec<Vec<u8>>>,
+    large_size: usize,
     dropped: std::sync::atomic::AtomicU64,
 }
 
+/// Large buffers a pool keeps.
+const MAX_LARGE_FREE: usize = 16;
+
 impl Pool {
-    /// A pool of input blocks (full length) or output blocks (empty), keeping up to `max_free`.
-    pub fn new(zeroed: bool, max_free: usize) -> Pool {
-        Pool { free: Lock::new(Vec::new()), max_free, zeroed, dropped: std::sync::atomic::AtomicU64::new(0) }
+    /// A pool of input blocks (full length) or output blocks (empty), keeping up to `max_free`;
+    /// `large_size` (0: none) is the size of the large input buffers it also recycles.
+    pub fn new(zeroed: bool, max_free: usize, large_size: usize) -> Pool {
+        Pool {
+            free: Lock::new(Vec::new()),
+            max_free,
+            zeroed,
+            large: Lock::new(Vec::new()),
+            large_size,
+            dropped: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 
     /// A block: `BLOCK` zero-or-stale bytes long if zeroed, else empty with `BLOCK` capacity.
@@ -47,7 +59,18 @@ impl Pool {
         }
     }
 
-    /// Returns a block; blocks of another size (dedicated large buffers) are freed.
+    /// A full-length buffer of at least `need` bytes: a recycled large buffer when it fits.
+    pub fn get_large(&self, need: usize) -> Vec<u8> {
+        if need <= self.large_size {
+            if let Some(b) = self.large.lock().pop() {
+                return b;
+            }
+            return vec![0; self.large_size];
+        }
+        vec![0; need + BLOCK]
+    }
+
+    /// Returns a block or large buffer; anything else (or beyond what is kept) is freed.
     #[inline]
     pub fn put(&self, mut b: Vec<u8>) {
         if b.capacity() == BLOCK {
@@ -57,6 +80,12 @@ impl Pool {
             let mut free = self.free.lock();
             if free.len() < self.max_free {
                 free.push(b);
+                return;
+            }
+        } else if self.large_size > 0 && b.len() == self.large_size {
+            let mut large = self.large.lock();
+            if large.len() < MAX_LARGE_FREE {
+                large.push(b);
                 return;
             }
         }
@@ -104,9 +133,9 @@ impl InBuf {
                 self.end -= self.start;
                 self.start = 0;
             } else if self.cut == 0 && self.need > buf.len() {
-                // One frame larger than the buffer: move it to a dedicated buffer with room for the
-                // frame and a block more, so a stream of large frames is not re-grown per frame.
-                let mut big = vec![0; self.need + BLOCK];
+                // One frame larger than the buffer: move it to a large buffer (recycled, sized for
+                // the largest frame plus a block, so a stream of large frames is not re-grown).
+                let mut big = pool.get_large(self.need);
                 big[..self.end].copy_from_slice(&buf[..self.end]);
                 pool.put(std::mem::replace(buf, big));
             }
@@ -359,7 +388,7 @@ mod tests {
 
     #[test]
     fn inbuf_cuts_split_frames_and_releases() {
-        let pool = Pool::new(true, 4);
+        let pool = Pool::new(true, 4, 0);
         let mut frame = [0u8; 20];
         let n = codec::emit(&mut frame, 64, 7, b"12345678").unwrap();
         let d = Decoder::default();
@@ -378,7 +407,7 @@ mod tests {
 
     #[test]
     fn inbuf_grows_for_a_large_frame() {
-        let pool = Pool::new(true, 4);
+        let pool = Pool::new(true, 4, 0);
         let body = vec![7u8; BLOCK * 2];
         let mut frame = vec![0u8; HEADER_LEN + body.len()];
         codec::emit(&mut frame, 64, 1, &body).unwrap();
@@ -397,7 +426,7 @@ mod tests {
 
     #[test]
     fn outbuf_discard_completes_the_partial_frame() {
-        let pool = Pool::new(false, 4);
+        let pool = Pool::new(false, 4, 0);
         let mut ob = OutBuf::default();
         for seq in 0..3 {
             ob.push_frame(&pool, 64, seq, &[1; 10]);

@@ -15,7 +15,9 @@
 //! ```
 //!
 //! - Open: requests are read and answered. Reading pauses while pending output is above the high
-//!   watermark and resumes below the low one; the idle clock stops while paused.
+//!   watermark and resumes below the low one; the idle clock stops while paused, and the write
+//!   clock runs from the moment output went above the high watermark until it falls below the low
+//!   one (so output stuck between the watermarks cannot hold a connection forever).
 //! - Closing: no request is read any more (input is discarded); what is owed is flushed.
 //! - Lingering: the sending side is shut down; input is discarded until the peer's FIN or the
 //!   linger deadline, so no reset destroys replies the peer has not read.
@@ -138,7 +140,10 @@ pub struct ConnState {
     /// closed as idle only if that read brought no whole frame either.
     pub idle_probe: Option<u64>,
     paused_at: u64,
-    /// Since when pending output has been above the high watermark.
+    /// Since when this backpressure episode runs: set when pending output rises above the high
+    /// watermark, cleared only when it falls below the low one. A connection that stays in the
+    /// episode for `write_timeout` is a slow consumer (ERROR 6), even if its output hovers between
+    /// the watermarks: it is not being read, and it is not reading.
     pub over_high_since: Option<u64>,
     /// Closing/Lingering: when the connection is dropped regardless.
     pub deadline: u64,
@@ -310,7 +315,7 @@ impl Conn {
         if pending == 0 && !armed {
             doors.leave(idx, door::WANT_WRITE);
         }
-        if pending <= io.p.high {
+        if pending < io.p.low {
             self.st.over_high_since = None;
         }
         if self.st.paused && pending < io.p.low {
@@ -343,7 +348,7 @@ impl Conn {
         match self.st.phase {
             Phase::Open => {
                 if let Some(since) = self.st.over_high_since {
-                    if now >= since + io.p.write_ms && self.st.out.len() > io.p.high {
+                    if now >= since + io.p.write_ms && self.st.out.len() >= io.p.low {
                         log::debug!("{}: slow consumer, closing", self.st.id);
                         self.st.out.discard_unsent(io.out_pool);
                         self.inb.clear();

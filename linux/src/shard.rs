@@ -310,6 +310,7 @@ impl Shard {
         }
         // Blocks kept for reuse: enough for the active connections' bursts, not a hoard after a spike.
         let max_free = 128;
+        let large_size = server.cfg.max_body as usize + codec::HEADER_LEN + crate::buf::BLOCK;
         Ok(Shard {
             index,
             server,
@@ -323,8 +324,8 @@ impl Shard {
             deal_q: ReadyQueue::new(capacity, door::DEAL, wakers.deal.clone()),
             send_q: ReadyQueue::new(capacity, door::SEND, wakers.send),
             inbox: Lock::new(Vec::new()),
-            in_pool: Pool::new(true, max_free),
-            out_pool: Pool::new(false, max_free),
+            in_pool: Pool::new(true, max_free, large_size),
+            out_pool: Pool::new(false, max_free, 0),
             epoll,
             listener: Lock::new(Some(listener)),
             timer,
