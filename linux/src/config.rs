@@ -98,7 +98,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7200)),
-            model: Model::Pipeline,
+            model: Model::Fused,
             shards: 1,
             max_connections: 10_000,
             max_body: 65_536,
@@ -162,8 +162,8 @@ pub struct Cli {
     /// Address to listen on; port 0 lets the OS choose [default: 127.0.0.1:7200].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
-    /// Thread placement: one thread per role (pipeline) or all roles in one loop (fused)
-    /// [default: pipeline].
+    /// Thread placement: all roles in one loop per shard (fused) or one thread per role
+    /// (pipeline) [default: fused, measured faster on small machines: see bench/RESULTS.md].
     #[arg(long, value_enum)]
     pub model: Option<Model>,
     /// Independent shards sharing the port with SO_REUSEPORT [default: 1].

@@ -72,7 +72,7 @@ impl Options {
                 models: true,
                 self_check: false,
                 callgrind: false,
-                model: "pipeline".into(),
+                model: "fused".into(),
                 shards: 1,
             }
         } else {
@@ -85,7 +85,7 @@ impl Options {
                 models: true,
                 self_check: false,
                 callgrind: true,
-                model: "pipeline".into(),
+                model: "fused".into(),
                 shards: 1,
             }
         };
