@@ -286,6 +286,9 @@ pub struct Shard {
     /// The role threads must exit.
     pub exit: AtomicBool,
     spare: Lock<Option<File>>,
+    /// Connections may still be queued on the listener after running out of descriptors: the
+    /// monitor's next tick accepts again.
+    accept_retry: AtomicBool,
     /// (last trim check in ms, pool drops seen then).
     trim_state: Lock<(u64, u64)>,
 }
@@ -336,6 +339,7 @@ impl Shard {
             stop_seen: AtomicBool::new(false),
             exit: AtomicBool::new(false),
             spare: Lock::new(File::open("/dev/null").ok()),
+            accept_retry: AtomicBool::new(false),
             trim_state: Lock::new((0, 0)),
         })
     }
@@ -409,6 +413,10 @@ impl Shard {
         match ev.token {
             TOKEN_LISTENER => self.accept_all(c, touched),
             TOKEN_TIMER => {
+                // Acquire pairs with the Release in `accept_all`'s out-of-descriptors path.
+                if self.accept_retry.swap(false, Ordering::Acquire) {
+                    self.accept_all(c, touched);
+                }
                 if self.timer.expirations() > 0 {
                     self.tick_pending.store(true, Ordering::Release);
                     *touched |= DEAL;
@@ -497,18 +505,27 @@ impl Shard {
                     // Out of descriptors (accept4 says so even with nothing queued): free the
                     // spare, accept one connection and close it at once, take the spare back. An
                     // empty queue ends the loop; the next connection brings a new edge.
+                    //
+                    // Shards share the process's fd table, so another thread may take the freed
+                    // descriptor first and this accept fail again with the queue still full: then
+                    // the next tick retries, since an edge-triggered listener reports no new edge
+                    // for connections already queued.
                     let mut spare = self.spare.lock();
                     spare.take();
-                    let drained = match socket::accept(listener) {
+                    let (refused_one, empty) = match socket::accept(listener) {
                         Ok(fd) => {
                             self.refuse_now(&fd, c);
-                            false
+                            (true, false)
                         }
-                        Err(_) => true,
+                        Err(e) => (false, e.kind() == io::ErrorKind::WouldBlock),
                     };
                     *spare = File::open("/dev/null").ok();
-                    if drained || spare.is_none() {
+                    if empty {
+                        break;
+                    }
+                    if !refused_one || spare.is_none() {
                         log::warn!("out of file descriptors; refusing connections until some close");
+                        self.accept_retry.store(true, Ordering::Release);
                         break;
                     }
                 }
