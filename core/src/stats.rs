@@ -22,7 +22,7 @@ pub struct Counters {
     pub frames_out: u64,
     /// Bytes of frames received.
     pub bytes_in: u64,
-    /// Bytes of frames queued for sending.
+    /// Bytes of frames handed to the socket (written, not merely queued).
     pub bytes_out: u64,
     /// ERROR frames sent, by code (index 0 is code 1).
     pub errors_sent: [u64; 7],
