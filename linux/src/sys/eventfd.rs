@@ -29,11 +29,7 @@ impl EventFd {
 
     /// Reads and resets the counter (parks first if blocking and zero). Returns the count, or 0.
     pub fn wait(&self) -> u64 {
-        let mut buf = [0u8; 8];
-        match super::read(self.fd.as_raw_fd(), &mut buf) {
-            Ok(8) => u64::from_ne_bytes(buf),
-            _ => 0,
-        }
+        super::read_counter(self.fd.as_raw_fd())
     }
 
     /// The descriptor, for epoll registration.

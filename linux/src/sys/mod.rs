@@ -48,6 +48,15 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> std::io::Result<usize> {
     syscall!(read(fd, buf.as_mut_ptr().cast(), buf.len())).map(|n| n as usize)
 }
 
+/// Reads and resets an eventfd or timerfd counter: its value, or 0 when there is none to read.
+pub fn read_counter(fd: RawFd) -> u64 {
+    let mut buf = [0u8; 8];
+    match read(fd, &mut buf) {
+        Ok(8) => u64::from_ne_bytes(buf),
+        _ => 0,
+    }
+}
+
 /// Writes up to `buf.len()` bytes to `fd`.
 pub fn write(fd: RawFd, buf: &[u8]) -> std::io::Result<usize> {
     // The kernel reads at most `buf.len()` bytes from memory we borrow.

@@ -28,11 +28,7 @@ impl TimerFd {
 
     /// Reads and resets the expiration count (0 when none).
     pub fn expirations(&self) -> u64 {
-        let mut buf = [0u8; 8];
-        match super::read(self.fd.as_raw_fd(), &mut buf) {
-            Ok(8) => u64::from_ne_bytes(buf),
-            _ => 0,
-        }
+        super::read_counter(self.fd.as_raw_fd())
     }
 
     /// The descriptor, for epoll registration.
