@@ -89,7 +89,15 @@ fn provision(verbose: bool) -> Result {
 }
 
 /// Which toolchain can build the no_std targets right now, if any (no provisioning).
+///
+/// `DOORWAY_CROSS_TOOLCHAIN=debian` (or `rustup`) forces one when it is ready, to test the path a
+/// machine without downloads takes.
 pub fn detect() -> Option<Toolchain> {
+    match std::env::var("DOORWAY_CROSS_TOOLCHAIN").as_deref() {
+        Ok("debian") => return debian_ready().then_some(Toolchain::Debian),
+        Ok("rustup") => return rustup_has_targets().then_some(Toolchain::Rustup),
+        _ => {}
+    }
     if rustup_has_targets() {
         Some(Toolchain::Rustup)
     } else if debian_ready() {
