@@ -232,13 +232,17 @@ fn start<S: Service + Clone + Send + 'static>(cfg: Config, signals: bool, servic
                 threads.push(spawn(name("monitor"), move || run_monitor(&s, &cm))?);
                 let s = shard.clone();
                 let cr = c[1].clone();
-                threads.push(spawn(name("receive"), move || run_receive(&s, &cr))?);
+                threads.push(spawn(name("receive"), move || {
+                    run_queue_role(&s, &s.read_q, &cr, Shard::receive_batch)
+                })?);
                 let (s, svc) = (shard.clone(), service.clone());
                 let cd = c[2].clone();
                 threads.push(spawn(name("deal"), move || run_deal(&s, svc, cd))?);
                 let s = shard.clone();
                 let cs = c[3].clone();
-                threads.push(spawn(name("send"), move || run_send(&s, &cs))?);
+                threads.push(spawn(name("send"), move || {
+                    run_queue_role(&s, &s.send_q, &cs, Shard::send_batch)
+                })?);
             }
         }
     }
@@ -356,22 +360,27 @@ fn run_monitor(shard: &Shard, c: &Counters) {
     shard.send_q.waker().force_wake();
 }
 
-fn run_receive(shard: &Shard, c: &Counters) {
+/// The loop of a pipeline role fed by one ready queue (receive, send): drain the queue, run the
+/// batch, wake the roles it touched; park while the queue is empty, leave on `exit`.
+fn run_queue_role(
+    shard: &Shard,
+    queue: &ReadyQueue,
+    c: &Counters,
+    run: fn(&Shard, &[u32], &Counters, &mut Sched),
+) {
     let mut batch = Vec::new();
-    let Some(mut rx) = shard.read_q.consumer() else { return };
+    let Some(mut rx) = queue.consumer() else { return };
     loop {
-        shard.read_q.drain_into(&mut rx, &shard.doors, &mut batch);
+        queue.drain_into(&mut rx, &shard.doors, &mut batch);
         if batch.is_empty() {
             if shard.exit.load(Ordering::Acquire) {
                 break;
             }
-            park_until(shard.read_q.waker(), || {
-                !shard.read_q.is_empty() || shard.exit.load(Ordering::Acquire)
-            });
+            park_until(queue.waker(), || !queue.is_empty() || shard.exit.load(Ordering::Acquire));
             continue;
         }
         let mut touched = 0;
-        shard.receive_batch(&batch, c, &mut touched);
+        run(shard, &batch, c, &mut touched);
         shard.wake(touched);
     }
 }
@@ -399,26 +408,6 @@ fn run_deal<S: Service>(shard: &Shard, mut service: S, counters: Arc<Counters>) 
                     || shard.exit.load(Ordering::Acquire)
             });
         }
-    }
-}
-
-fn run_send(shard: &Shard, c: &Counters) {
-    let mut batch = Vec::new();
-    let Some(mut rx) = shard.send_q.consumer() else { return };
-    loop {
-        shard.send_q.drain_into(&mut rx, &shard.doors, &mut batch);
-        if batch.is_empty() {
-            if shard.exit.load(Ordering::Acquire) {
-                break;
-            }
-            park_until(shard.send_q.waker(), || {
-                !shard.send_q.is_empty() || shard.exit.load(Ordering::Acquire)
-            });
-            continue;
-        }
-        let mut touched = 0;
-        shard.send_batch(&batch, c, &mut touched);
-        shard.wake(touched);
     }
 }
 
