@@ -58,3 +58,18 @@ pub mod stats;
 mod sync;
 pub mod time;
 pub mod wheel;
+
+/// Fixed capacity is reached (a queue, the slab, the timing wheel): the value is handed back, never
+/// dropped. One type for every container, re-exported as `queue::Full`, `slab::Full` and
+/// `wheel::Full`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Full<T>(pub T);
+
+impl<T> core::fmt::Display for Full<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("at capacity")
+    }
+}
+
+impl<T: core::fmt::Debug> core::error::Error for Full<T> {}

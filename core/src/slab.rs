@@ -59,18 +59,7 @@ impl fmt::Display for ConnId {
     }
 }
 
-/// The slab is at capacity; the value is handed back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Full<T>(pub T);
-
-impl<T> fmt::Display for Full<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("slab is full")
-    }
-}
-
-impl<T: fmt::Debug> core::error::Error for Full<T> {}
+pub use crate::Full;
 
 /// One storage slot. Create storage with [`Slot::VACANT`] or [`Default`]; [`Slab::new`] links it.
 #[derive(Debug, Clone)]

@@ -15,24 +15,11 @@
 //! every non-`Relaxed` ordering names the operation it pairs with.
 #![allow(unsafe_code)]
 
-use core::fmt;
-
 #[cfg(any(target_has_atomic = "32", feature = "portable-atomic"))]
 pub mod mpsc;
 pub mod spsc;
 
-/// The queue is full; the value is handed back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Full<T>(pub T);
-
-impl<T> fmt::Display for Full<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("queue is full")
-    }
-}
-
-impl<T: fmt::Debug> core::error::Error for Full<T> {}
+pub use crate::Full;
 
 /// Pads and aligns a value to a cache line so the producer's and consumer's indices do not share
 /// one (false sharing costs a cache-line transfer per operation across cores).

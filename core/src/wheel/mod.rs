@@ -104,18 +104,7 @@ impl fmt::Display for TimerId {
     }
 }
 
-/// Every entry is in use; the payload is handed back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Full<T>(pub T);
-
-impl<T> fmt::Display for Full<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("timing wheel is full")
-    }
-}
-
-impl<T: fmt::Debug> core::error::Error for Full<T> {}
+pub use crate::Full;
 
 /// One timer's storage. Build storage with [`Entry::VACANT`] or `Default`.
 #[derive(Debug, Clone)]
