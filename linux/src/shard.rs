@@ -593,12 +593,18 @@ impl Shard {
     pub fn receive_batch(&self, batch: &[u32], c: &Counters, touched: &mut Sched) {
         let io = self.io(c);
         for &idx in batch {
-            let rdhup = self.doors.leave(idx, door::RDHUP);
-            let s = match self.slots[idx as usize].lock().as_mut() {
-                Some(conn) => conn.receive(&io, rdhup),
-                None => 0,
-            };
+            let s = self.receive_one(idx, &io);
             self.schedule(idx, s, touched);
+        }
+    }
+
+    /// Reads one slot's socket (receive role); returns the roles to run next.
+    #[inline]
+    fn receive_one(&self, idx: u32, io: &Io<'_>) -> Sched {
+        let rdhup = self.doors.leave(idx, door::RDHUP);
+        match self.slots[idx as usize].lock().as_mut() {
+            Some(conn) => conn.receive(io, rdhup),
+            None => 0,
         }
     }
 
@@ -608,11 +614,7 @@ impl Shard {
         let counters = env.counters.clone();
         let io = self.io(&counters);
         for &idx in batch {
-            let rdhup = self.doors.leave(idx, door::RDHUP);
-            let s = match self.slots[idx as usize].lock().as_mut() {
-                Some(conn) => conn.receive(&io, rdhup),
-                None => 0,
-            };
+            let s = self.receive_one(idx, &io);
             if s & DEAL != 0 {
                 self.deal_one(idx, service, env, &io, true);
             }
