@@ -169,7 +169,8 @@ pub struct Cli {
     /// Independent shards sharing the port with SO_REUSEPORT [default: 1].
     #[arg(long, value_name = "N")]
     pub shards: Option<usize>,
-    /// Admitted connections at once; beyond it new ones get ERROR 5 (capped by the fd limit)
+    /// Admitted connections at once; beyond it new ones get ERROR 5. Capped so that admitted and
+    /// lingering-refused connections fit in the open-file limit together.
     /// [default: 10000].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,

@@ -142,16 +142,49 @@ impl Running {
     }
 }
 
+/// How the open-file limit is shared out between admitted connections and refusals.
+///
+/// A refused connection is answered with ERROR 5 and then closed the lingering way (PROTOCOL.md),
+/// so it holds a descriptor for up to `linger-ms`. Admitted plus lingering-refused connections must
+/// fit in the limit together, or a burst of refusals would run the process out of descriptors and
+/// stall `accept` on every shard; past `refusing` lingering refusals, more are refused and closed
+/// at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FdBudget {
+    /// Admitted connections at most (`max-connections`, capped).
+    max_conns: usize,
+    /// Refused connections lingering at once at most.
+    refusing: usize,
+}
+
+impl FdBudget {
+    /// Descriptors kept for the process itself: stdio, metrics, the log, plus each shard's epoll,
+    /// listener, wakers, timer, signal and spare.
+    fn reserve(shards: usize) -> u64 {
+        32 + 8 * shards as u64
+    }
+
+    fn new(nofile: u64, shards: usize, max_connections: usize) -> FdBudget {
+        let refusing_wanted = (max_connections / 4 + 16).min(4096);
+        let fds = nofile.saturating_sub(Self::reserve(shards)).max(2) as usize;
+        if max_connections.saturating_add(refusing_wanted) <= fds {
+            return FdBudget { max_conns: max_connections, refusing: refusing_wanted };
+        }
+        let refusing = (fds / 8).clamp(1, refusing_wanted);
+        FdBudget { max_conns: max_connections.min(fds - refusing), refusing }
+    }
+}
+
 fn start<S: Service + Clone + Send + 'static>(cfg: Config, signals: bool, service: S) -> io::Result<Running> {
     cfg.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let nofile = rlimit::raise_nofile().unwrap_or(1024);
-    let reserve = 32 + 8 * cfg.shards as u64;
-    let fd_cap = nofile.saturating_sub(reserve).max(1) as usize;
-    let max_conns = cfg.max_connections.min(fd_cap);
-    if max_conns < cfg.max_connections {
+    let budget = FdBudget::new(nofile, cfg.shards, cfg.max_connections);
+    if budget.max_conns < cfg.max_connections {
         log::warn!(
-            "max-connections {} capped to {max_conns} by the open-file limit {nofile}",
-            cfg.max_connections
+            "max-connections {} capped to {} by the open-file limit {nofile} ({} more kept for refusals)",
+            cfg.max_connections,
+            budget.max_conns,
+            budget.refusing
         );
     }
     if signals {
@@ -173,8 +206,11 @@ fn start<S: Service + Clone + Send + 'static>(cfg: Config, signals: bool, servic
 
     let model = cfg.model;
     let n_shards = cfg.shards;
-    let shared = Arc::new(ServerShared::new(cfg, max_conns));
-    let capacity = max_conns + (max_conns / 4 + 16).min(4096);
+    let max_conns = budget.max_conns;
+    let shared = Arc::new(ServerShared::new(cfg, max_conns, budget.refusing));
+    // A shard may receive every admitted connection (the kernel spreads them over the
+    // listeners by hash) and every refusal.
+    let capacity = max_conns + budget.refusing;
     let mut stats = Stats::default();
     let mut shards = Vec::new();
     let mut counters = Vec::new();
@@ -450,5 +486,27 @@ fn serve_metrics(listener: TcpListener, shared: &ServerShared) {
             }
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FdBudget;
+
+    #[test]
+    fn a_roomy_limit_keeps_the_configured_figures() {
+        let b = FdBudget::new(20_000, 2, 10_000);
+        assert_eq!(b, FdBudget { max_conns: 10_000, refusing: 2_516 });
+    }
+
+    #[test]
+    fn a_tight_limit_fits_admitted_and_lingering_refusals_together() {
+        for (nofile, shards) in [(128, 1), (128, 2), (256, 4), (1024, 1), (40, 1), (0, 1)] {
+            let b = FdBudget::new(nofile, shards, 10_000);
+            let fds = (nofile.saturating_sub(FdBudget::reserve(shards))).max(2) as usize;
+            assert!(b.max_conns >= 1 && b.refusing >= 1, "{nofile}/{shards}: {b:?}");
+            assert!(b.max_conns + b.refusing <= fds, "{nofile}/{shards}: {b:?} over {fds}");
+        }
+        assert_eq!(FdBudget::new(128, 1, 10_000), FdBudget { max_conns: 77, refusing: 11 });
     }
 }

@@ -85,6 +85,10 @@ pub struct ServerShared {
     pub max_conns: usize,
     /// Admitted connections not yet freed, over all shards.
     pub admitted: AtomicUsize,
+    /// Refused connections that may linger at once (their descriptors count against the limit).
+    pub max_refusing: usize,
+    /// Refused connections lingering now, over all shards.
+    pub refusing: AtomicUsize,
     /// SIGTERM/SIGINT or [`crate::server::Handle::stop`] was called.
     pub stopping: AtomicBool,
     /// When draining must end (ms since start).
@@ -96,7 +100,7 @@ pub struct ServerShared {
 
 impl ServerShared {
     /// Shared state for a server with this config.
-    pub fn new(cfg: Config, max_conns: usize) -> ServerShared {
+    pub fn new(cfg: Config, max_conns: usize, max_refusing: usize) -> ServerShared {
         let high = cfg.high_watermark;
         let params = Params {
             decoder: doorway_core::frame::Decoder::new(cfg.max_body),
@@ -112,6 +116,8 @@ impl ServerShared {
             params,
             max_conns,
             admitted: AtomicUsize::new(0),
+            max_refusing,
+            refusing: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             drain_deadline: AtomicU64::new(u64::MAX),
             shards: OnceLock::new(),
@@ -539,17 +545,18 @@ impl Shard {
 
     fn admit(&self, fd: OwnedFd, c: &Counters, touched: &mut Sched) {
         let now = self.server.now();
-        let admitted = self.server.admitted.fetch_add(1, Ordering::AcqRel) < self.server.max_conns;
-        if !admitted {
-            self.server.admitted.fetch_sub(1, Ordering::AcqRel);
+        let admitted = take_ticket(&self.server.admitted, self.server.max_conns);
+        // A refusal lingers only within its descriptor budget; past it, it is closed at once.
+        if !admitted && !take_ticket(&self.server.refusing, self.server.max_refusing) {
+            self.refuse_now(&fd, c);
+            return;
         }
         let local = match self.ids.lock().insert(()) {
             Ok(id) => id,
             Err(_) => {
                 // No slot to linger in: refuse on the spot.
-                if admitted {
-                    self.server.admitted.fetch_sub(1, Ordering::AcqRel);
-                }
+                let tickets = if admitted { &self.server.admitted } else { &self.server.refusing };
+                tickets.fetch_sub(1, Ordering::AcqRel);
                 self.refuse_now(&fd, c);
                 return;
             }
@@ -759,6 +766,8 @@ impl Shard {
         if conn.st.admitted {
             self.server.admitted.fetch_sub(1, Ordering::AcqRel);
             env.counters.add(Counter::Closed, 1);
+        } else {
+            self.server.refusing.fetch_sub(1, Ordering::AcqRel);
         }
         drop(conn);
         log::trace!("closed {id}");
@@ -917,4 +926,13 @@ impl Shard {
             slot.lock().take();
         }
     }
+}
+
+/// Takes one of `limit` tickets counted by `held`; false (and nothing taken) when none is left.
+fn take_ticket(held: &AtomicUsize, limit: usize) -> bool {
+    if held.fetch_add(1, Ordering::AcqRel) < limit {
+        return true;
+    }
+    held.fetch_sub(1, Ordering::AcqRel);
+    false
 }

@@ -258,7 +258,9 @@ fn max_connections_is_capped_by_the_fd_limit() {
         let ctx = name(model);
         // A 128-fd limit from the start: the default max-connections (10,000) cannot be honoured,
         // so the server must cap it and refuse the excess with ERROR 5, not run into EMFILE.
-        let mut all = vec!["--listen", "127.0.0.1:0", "--log-level", "warn"];
+        // Admitted and lingering-refused connections must fit in the limit together: with a 10 s
+        // linger, a refusal that waited for another one's descriptor would miss the 5 s deadline.
+        let mut all = vec!["--listen", "127.0.0.1:0", "--log-level", "warn", "--linger-ms", "10000"];
         all.extend_from_slice(model);
         let server = doorway_testkit::ServerProcess::spawn_with_nofile(
             common::doorway_bin(),
