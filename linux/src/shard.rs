@@ -49,7 +49,7 @@ use crate::config::Config;
 use crate::conn::{Conn, ConnState, Io, Params, Phase, Sched, DEAL, READ, SEND};
 use crate::cx::Cx;
 use crate::stats::{Counter, Counters, Stats};
-use crate::sync::{door, Doors, Lock, ReadyQueue, Waker};
+use crate::sync::{door, Doors, Lock, ReadyQueue, RwLock, Waker};
 use crate::sys::epoll::{self, Epoll, Event};
 use crate::sys::signalfd::SignalFd;
 use crate::sys::socket;
@@ -89,6 +89,10 @@ pub struct ServerShared {
     pub max_refusing: usize,
     /// Refused connections lingering now, over all shards.
     pub refusing: AtomicUsize,
+    /// The spare descriptor for running out of descriptors, and the gate that keeps its use
+    /// atomic: every `accept` holds it shared, the out-of-descriptors path holds it exclusively
+    /// (see `Shard::accept_all`).
+    pub spare: RwLock<Option<File>>,
     /// SIGTERM/SIGINT or [`crate::server::Handle::stop`] was called.
     pub stopping: AtomicBool,
     /// When draining must end (ms since start).
@@ -118,6 +122,7 @@ impl ServerShared {
             admitted: AtomicUsize::new(0),
             max_refusing,
             refusing: AtomicUsize::new(0),
+            spare: RwLock::new(File::open("/dev/null").ok()),
             stopping: AtomicBool::new(false),
             drain_deadline: AtomicU64::new(u64::MAX),
             shards: OnceLock::new(),
@@ -291,7 +296,6 @@ pub struct Shard {
     stop_seen: AtomicBool,
     /// The role threads must exit.
     pub exit: AtomicBool,
-    spare: Lock<Option<File>>,
     /// Connections may still be queued on the listener after running out of descriptors: the
     /// monitor's next tick accepts again.
     accept_retry: AtomicBool,
@@ -344,7 +348,6 @@ impl Shard {
             tick_pending: AtomicBool::new(false),
             stop_seen: AtomicBool::new(false),
             exit: AtomicBool::new(false),
-            spare: Lock::new(File::open("/dev/null").ok()),
             accept_retry: AtomicBool::new(false),
             trim_state: Lock::new((0, 0)),
         })
@@ -502,21 +505,23 @@ impl Shard {
             None => return,
         };
         loop {
-            match socket::accept(listener) {
+            let accepted = {
+                let _shared = self.server.spare.read();
+                socket::accept(listener)
+            };
+            match accepted {
                 Ok(fd) => self.admit(fd, c, touched),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e)
                     if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
                     // Out of descriptors (accept4 says so even with nothing queued): free the
-                    // spare, accept one connection and close it at once, take the spare back. An
-                    // empty queue ends the loop; the next connection brings a new edge.
-                    //
-                    // Shards share the process's fd table, so another thread may take the freed
-                    // descriptor first and this accept fail again with the queue still full: then
-                    // the next tick retries, since an edge-triggered listener reports no new edge
-                    // for connections already queued.
-                    let mut spare = self.spare.lock();
+                    // spare, accept one connection, refuse it and close it at once, take the spare
+                    // back. The gate is held exclusively throughout, so no other shard's accept can
+                    // take the freed descriptor in between (it would leave this queue stuck with
+                    // the spare lost until some connection closes). An empty queue ends the loop;
+                    // the next connection brings a new edge.
+                    let mut spare = self.server.spare.write();
                     spare.take();
                     let (refused_one, empty) = match socket::accept(listener) {
                         Ok(fd) => {
@@ -530,6 +535,9 @@ impl Shard {
                         break;
                     }
                     if !refused_one || spare.is_none() {
+                        // A descriptor went elsewhere (a file outside the gate, or the system
+                        // table is full): the monitor's next tick tries again, since an
+                        // edge-triggered listener reports no new edge for connections queued now.
                         log::warn!("out of file descriptors; refusing connections until some close");
                         self.accept_retry.store(true, Ordering::Release);
                         break;

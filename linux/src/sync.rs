@@ -34,6 +34,9 @@ impl spin::relax::RelaxStrategy for Backoff {
 /// The spin lock used everywhere in doorway-linux.
 pub type Lock<T> = spin::mutex::SpinMutex<T, Backoff>;
 
+/// A spin reader-writer lock, for state read by every shard and written rarely.
+pub type RwLock<T> = spin::rwlock::RwLock<T, Backoff>;
+
 /// Wakes a parked thread through an eventfd, at most once per park.
 ///
 /// Protocol (the classic "sleeping flag" pairing): the parker stores `sleeping = true` (SeqCst),
