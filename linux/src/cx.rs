@@ -3,8 +3,9 @@
 //! - `reply` queues on the current connection (in reply order), `send_to` on any connection: the
 //!   same shard directly (its lock is taken briefly; the deal role is the only one that ever holds
 //!   two connection locks, so no cycle exists), another shard through that shard's inbox (the frame
-//!   is delivered on its deal thread shortly after; a stale id is then dropped silently there, so
-//!   `send_to` across shards answers `Ok` for a live-looking id).
+//!   is delivered on its deal thread shortly after). Across shards, an id whose connection is
+//!   gone answers `Closed` at once, from the target slot's published generation; a connection
+//!   that dies while the frame is on its way drops it, as a reply queued just before a close is.
 //! - `broadcast` reaches every connection still accepting requests on every shard. It returns the
 //!   connections that took it on this shard plus the open connections of the other shards at the
 //!   time of the call (their copies are queued through the inboxes).

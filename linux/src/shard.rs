@@ -770,6 +770,9 @@ impl Shard {
         }
         let local = ConnId::new(idx, id.generation());
         self.ids.lock().remove(local);
+        // The slab bumped the slot's generation: publish it, so stale ids stop matching here and
+        // in other shards' `send_remote`.
+        self.gens[idx as usize].store(id.generation().wrapping_add(1), Ordering::Release);
         self.live.fetch_sub(1, Ordering::AcqRel);
         if conn.st.admitted {
             self.server.admitted.fetch_sub(1, Ordering::AcqRel);
@@ -821,10 +824,21 @@ impl Shard {
     }
 
     /// Sends a frame to a connection of another shard through its inbox.
+    ///
+    /// An id whose connection is already gone answers `Closed` here; one that dies while the
+    /// message is on its way is dropped by the target's deal role.
     pub(crate) fn send_remote(&self, shard: usize, msg: Remote) -> Result<(), SendError> {
         let target = self.server.shards.get().and_then(|s| s.get(shard)).and_then(Weak::upgrade);
         match target {
             Some(t) => {
+                if let Remote::SendTo { to, .. } = &msg {
+                    let (_, local) = split_index(to.index());
+                    // Acquire pairs with the Release stores in `admit` and `free`.
+                    let generation = t.gens.get(local as usize).map(|g| g.load(Ordering::Acquire));
+                    if generation != Some(to.generation()) {
+                        return Err(SendError::Closed);
+                    }
+                }
                 t.inbox.lock().push(msg);
                 t.deal_waker.wake();
                 Ok(())
