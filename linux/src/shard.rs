@@ -167,6 +167,43 @@ impl ServerShared {
     }
 }
 
+/// Bytes of bodies one shard's inbox may hold before senders are told `Full`: the inbox is drained
+/// on every pass of the deal role, so only a shard starved of CPU while others keep sending to it
+/// comes near this, and memory stays bounded then too.
+pub const INBOX_CAP_BYTES: usize = 16 << 20;
+
+/// Messages for a shard's deal role from other shards, with their size kept against
+/// [`INBOX_CAP_BYTES`].
+#[derive(Default)]
+pub struct Inbox {
+    msgs: Vec<Remote>,
+    bytes: usize,
+}
+
+impl Inbox {
+    /// Queues `msg`, or hands it back when the inbox is full.
+    pub fn push(&mut self, msg: Remote) -> Result<(), Remote> {
+        let cost = msg.body().len() + std::mem::size_of::<Remote>();
+        if self.bytes + cost > INBOX_CAP_BYTES && !self.msgs.is_empty() {
+            return Err(msg);
+        }
+        self.bytes += cost;
+        self.msgs.push(msg);
+        Ok(())
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.msgs.is_empty()
+    }
+
+    /// Moves every waiting message into `out` (which should be empty; its capacity is reused).
+    pub fn take_into(&mut self, out: &mut Vec<Remote>) {
+        std::mem::swap(&mut self.msgs, out);
+        self.bytes = 0;
+    }
+}
+
 /// A message for another shard's deal role.
 pub enum Remote {
     /// `send_to` a connection of that shard.
@@ -189,6 +226,14 @@ pub enum Remote {
         /// Body.
         body: Vec<u8>,
     },
+}
+
+impl Remote {
+    fn body(&self) -> &[u8] {
+        match self {
+            Remote::SendTo { body, .. } | Remote::Broadcast { body, .. } => body,
+        }
+    }
 }
 
 /// What a wheel entry is for.
@@ -277,7 +322,7 @@ pub struct Shard {
     pub deal_q: ReadyQueue,
     /// Slots for the send role.
     pub send_q: ReadyQueue,
-    inbox: Lock<Vec<Remote>>,
+    inbox: Lock<Inbox>,
     /// Input blocks.
     pub in_pool: Pool,
     /// Output blocks.
@@ -336,7 +381,7 @@ impl Shard {
             read_q: ReadyQueue::new(capacity, door::READ, wakers.receive),
             deal_q: ReadyQueue::new(capacity, door::DEAL, wakers.deal.clone()),
             send_q: ReadyQueue::new(capacity, door::SEND, wakers.send),
-            inbox: Lock::new(Vec::new()),
+            inbox: Lock::new(Inbox::default()),
             in_pool: Pool::new(true, max_free, large_size),
             out_pool: Pool::new(false, max_free, 0),
             epoll,
@@ -839,7 +884,7 @@ impl Shard {
                         return Err(SendError::Closed);
                     }
                 }
-                t.inbox.lock().push(msg);
+                t.inbox.lock().push(msg).map_err(|_| SendError::Full)?;
                 t.deal_waker.wake();
                 Ok(())
             }
@@ -847,7 +892,8 @@ impl Shard {
         }
     }
 
-    /// Queues a broadcast on every other shard; returns their open connections.
+    /// Queues a broadcast on every other shard; returns their open connections. A shard whose
+    /// inbox is full (see [`INBOX_CAP_BYTES`]) misses it and is not counted.
     pub(crate) fn broadcast_remote(&self, kind: u16, seq: u32, body: &[u8]) -> usize {
         let Some(shards) = self.server.shards.get() else { return 0 };
         let mut n = 0;
@@ -856,8 +902,11 @@ impl Shard {
                 continue;
             }
             if let Some(t) = shard.upgrade() {
+                if t.inbox.lock().push(Remote::Broadcast { kind, seq, body: body.to_vec() }).is_err() {
+                    log::warn!("shard {i}: inbox full, a broadcast misses its connections");
+                    continue;
+                }
                 n += t.live();
-                t.inbox.lock().push(Remote::Broadcast { kind, seq, body: body.to_vec() });
                 t.deal_waker.wake();
             }
         }
@@ -876,7 +925,7 @@ impl Shard {
             if inbox.is_empty() {
                 return;
             }
-            std::mem::swap(&mut *inbox, &mut env.remote);
+            inbox.take_into(&mut env.remote);
         }
         let counters = env.counters.clone();
         let io = self.io(&counters);
@@ -957,4 +1006,37 @@ fn take_ticket(held: &AtomicUsize, limit: usize) -> bool {
     }
     held.fetch_sub(1, Ordering::AcqRel);
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Inbox, Remote, INBOX_CAP_BYTES};
+    use doorway_core::slab::ConnId;
+
+    fn note(len: usize) -> Remote {
+        Remote::SendTo { to: ConnId::new(1, 0), kind: 1, seq: 0, body: vec![0; len] }
+    }
+
+    #[test]
+    fn an_inbox_refuses_past_its_byte_cap_and_takes_again_once_drained() {
+        let mut inbox = Inbox::default();
+        let mut accepted = 0;
+        while inbox.push(note(64 << 10)).is_ok() {
+            accepted += 1;
+            assert!(accepted <= INBOX_CAP_BYTES / (64 << 10), "the cap is not enforced");
+        }
+        assert!(accepted >= INBOX_CAP_BYTES / (64 << 10) - 1);
+        let mut out = Vec::new();
+        inbox.take_into(&mut out);
+        assert_eq!(out.len(), accepted);
+        assert!(inbox.is_empty());
+        assert!(inbox.push(note(64 << 10)).is_ok(), "a drained inbox takes messages again");
+    }
+
+    #[test]
+    fn an_empty_inbox_takes_even_an_oversized_message() {
+        let mut inbox = Inbox::default();
+        assert!(inbox.push(note(INBOX_CAP_BYTES + 1)).is_ok());
+        assert!(inbox.push(note(1)).is_err());
+    }
 }
