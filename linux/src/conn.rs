@@ -139,6 +139,9 @@ pub struct ConnState {
     /// The idle deadline passed and a last read was asked for at this time (ms): the connection is
     /// closed as idle only if that read brought no whole frame either.
     pub idle_probe: Option<u64>,
+    /// The receive role has read the socket since `idle_probe` was set (under load it may not
+    /// have had its turn yet; the connection is not called idle before it has).
+    pub idle_probe_read: bool,
     paused_at: u64,
     /// Since when this backpressure episode runs: set when pending output rises above the high
     /// watermark, cleared only when it falls below the low one. A connection that stays in the
@@ -174,6 +177,7 @@ impl Conn {
                 out: OutBuf::default(),
                 last_frame: now,
                 idle_probe: None,
+                idle_probe_read: false,
                 paused_at: now,
                 over_high_since: None,
                 deadline: u64::MAX,
@@ -201,6 +205,7 @@ impl Conn {
                     return if io.stopping { DEAL } else { 0 };
                 }
                 let mut sched = 0;
+                self.st.idle_probe_read = true;
                 self.st.more_input = false;
                 self.st.rdhup |= rdhup;
                 let rdhup = self.st.rdhup;
@@ -359,6 +364,11 @@ impl Conn {
                     if self.st.idle_probe.is_none() {
                         // Before calling it idle, read once more: whatever the socket holds counts.
                         self.st.idle_probe = Some(now);
+                        self.st.idle_probe_read = false;
+                        return READ;
+                    }
+                    if !self.st.idle_probe_read {
+                        // The receive role has not had its turn yet (a backlog): ask again.
                         return READ;
                     }
                     log::debug!(
