@@ -9,8 +9,9 @@
 //! - `broadcast` reaches every connection still accepting requests on every shard. It returns the
 //!   connections that took it on this shard plus the open connections of the other shards at the
 //!   time of the call (their copies are queued through the inboxes). An inbox holds at most
-//!   [`crate::shard::INBOX_CAP_BYTES`] of bodies: past it, `send_to` answers `Full` and a
-//!   broadcast misses that shard (and does not count it), so memory stays bounded.
+//!   [`crate::shard::INBOX_CAP_BYTES`] of bodies: past it, `send_to` answers `Full`, and a
+//!   broadcast is not counted for that shard, whose open connections are closed with ERROR 6 (each
+//!   missed a message), so memory stays bounded and nothing is dropped silently.
 //! - Timers are per connection, on the deal role's wheel (`doorway_core::wheel`, millisecond ticks,
 //!   fired at the monitor's 10 ms tick), and die with the connection.
 //! - `counters` sums every thread's counters (STATS).

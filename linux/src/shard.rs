@@ -167,9 +167,11 @@ impl ServerShared {
     }
 }
 
-/// Bytes of bodies one shard's inbox may hold before senders are told `Full`: the inbox is drained
-/// on every pass of the deal role, so only a shard starved of CPU while others keep sending to it
-/// comes near this, and memory stays bounded then too.
+/// Bytes of bodies one shard's inbox may hold. The inbox is drained on every pass of the deal
+/// role, so only a shard starved of CPU while others keep sending to it comes near this; past it,
+/// memory stays bounded: `send_to` answers `Full`, and a broadcast that does not fit marks the
+/// inbox, which then closes every open connection of that shard as a slow consumer (ERROR 6), since
+/// each of them missed a message (PROTOCOL.md: nothing is silently dropped).
 pub const INBOX_CAP_BYTES: usize = 16 << 20;
 
 /// Messages for a shard's deal role from other shards, with their size kept against
@@ -178,13 +180,16 @@ pub const INBOX_CAP_BYTES: usize = 16 << 20;
 pub struct Inbox {
     msgs: Vec<Remote>,
     bytes: usize,
+    missed_broadcast: bool,
 }
 
 impl Inbox {
-    /// Queues `msg`, or hands it back when the inbox is full.
+    /// Queues `msg`, or hands it back when the inbox is full (a broadcast is then remembered as
+    /// missed).
     pub fn push(&mut self, msg: Remote) -> Result<(), Remote> {
         let cost = msg.body().len() + std::mem::size_of::<Remote>();
         if self.bytes + cost > INBOX_CAP_BYTES && !self.msgs.is_empty() {
+            self.missed_broadcast |= matches!(msg, Remote::Broadcast { .. });
             return Err(msg);
         }
         self.bytes += cost;
@@ -194,13 +199,15 @@ impl Inbox {
 
     /// Whether nothing waits.
     pub fn is_empty(&self) -> bool {
-        self.msgs.is_empty()
+        self.msgs.is_empty() && !self.missed_broadcast
     }
 
-    /// Moves every waiting message into `out` (which should be empty; its capacity is reused).
-    pub fn take_into(&mut self, out: &mut Vec<Remote>) {
+    /// Moves every waiting message into `out` (which should be empty; its capacity is reused);
+    /// returns whether a broadcast was missed since the last call.
+    pub fn take_into(&mut self, out: &mut Vec<Remote>) -> bool {
         std::mem::swap(&mut self.msgs, out);
         self.bytes = 0;
+        std::mem::take(&mut self.missed_broadcast)
     }
 }
 
@@ -893,7 +900,8 @@ impl Shard {
     }
 
     /// Queues a broadcast on every other shard; returns their open connections. A shard whose
-    /// inbox is full (see [`INBOX_CAP_BYTES`]) misses it and is not counted.
+    /// inbox is full (see [`INBOX_CAP_BYTES`]) is not counted: its connections are closed with
+    /// ERROR 6 instead.
     pub(crate) fn broadcast_remote(&self, kind: u16, seq: u32, body: &[u8]) -> usize {
         let Some(shards) = self.server.shards.get() else { return 0 };
         let mut n = 0;
@@ -902,12 +910,13 @@ impl Shard {
                 continue;
             }
             if let Some(t) = shard.upgrade() {
-                if t.inbox.lock().push(Remote::Broadcast { kind, seq, body: body.to_vec() }).is_err() {
-                    log::warn!("shard {i}: inbox full, a broadcast misses its connections");
+                let queued = t.inbox.lock().push(Remote::Broadcast { kind, seq, body: body.to_vec() });
+                t.deal_waker.wake();
+                if queued.is_err() {
+                    log::warn!("shard {i}: inbox full; its connections miss a broadcast and are closed");
                     continue;
                 }
                 n += t.live();
-                t.deal_waker.wake();
             }
         }
         n
@@ -920,13 +929,13 @@ impl Shard {
 
     /// Deal role: delivers inbox messages from other shards.
     pub fn run_inbox(&self, env: &mut DealEnv) {
-        {
+        let missed_broadcast = {
             let mut inbox = self.inbox.lock();
             if inbox.is_empty() {
                 return;
             }
-            inbox.take_into(&mut env.remote);
-        }
+            inbox.take_into(&mut env.remote)
+        };
         let counters = env.counters.clone();
         let io = self.io(&counters);
         let mut msgs = std::mem::take(&mut env.remote);
@@ -944,6 +953,20 @@ impl Shard {
             }
         }
         env.remote = msgs;
+        if missed_broadcast {
+            for local in 0..self.high_index() {
+                let Some(slot) = self.slots.get(local as usize) else { continue };
+                let mut slot = slot.lock();
+                let Some(conn) = slot.as_mut() else { continue };
+                if !conn.st.admitted {
+                    continue;
+                }
+                let sched = conn.st.slow_consumer(&io);
+                self.arm_check(&mut conn.st, env);
+                drop(slot);
+                self.schedule(local, sched, &mut env.touched);
+            }
+        }
     }
 
     /// Deal role: advances the wheel to now and runs what expired.
@@ -1027,10 +1050,23 @@ mod tests {
         }
         assert!(accepted >= INBOX_CAP_BYTES / (64 << 10) - 1);
         let mut out = Vec::new();
-        inbox.take_into(&mut out);
+        assert!(!inbox.take_into(&mut out), "a refused send_to is answered, not a missed broadcast");
         assert_eq!(out.len(), accepted);
         assert!(inbox.is_empty());
         assert!(inbox.push(note(64 << 10)).is_ok(), "a drained inbox takes messages again");
+    }
+
+    #[test]
+    fn a_broadcast_that_does_not_fit_is_remembered_as_missed() {
+        let mut inbox = Inbox::default();
+        assert!(inbox.push(note(INBOX_CAP_BYTES)).is_ok());
+        assert!(inbox.push(Remote::Broadcast { kind: 65, seq: 0, body: vec![1] }).is_err());
+        assert!(!inbox.is_empty());
+        let mut out = Vec::new();
+        assert!(inbox.take_into(&mut out), "the missed broadcast is reported");
+        assert!(inbox.is_empty());
+        out.clear();
+        assert!(!inbox.take_into(&mut out), "and reported once");
     }
 
     #[test]

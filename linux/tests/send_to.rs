@@ -2,20 +2,28 @@
 //! another one, `Closed` for a connection that has gone, on both models and with two shards.
 //!
 //! A small relay service runs in-process: WHOAMI answers the connection's packed `ConnId`, SEND
-//! (`to: u64be` then a body) passes the body to `to` as NOTE and answers the result.
+//! (`to: u64be` then a body) passes the body to `to` as NOTE and answers the result. SLEEP holds
+//! its shard's deal thread for a while and FLOOD broadcasts many times, so one test can fill a
+//! starved shard's inbox (`doorway_linux::shard::INBOX_CAP_BYTES`) and see what its clients get.
 
 use std::time::{Duration, Instant};
 
 use doorway_core::dispatch::{Context, Request, SendError, Service};
 use doorway_core::message_map;
 use doorway_core::slab::ConnId;
-use doorway_linux::shard::SHARD_SHIFT;
+use doorway_linux::shard::{INBOX_CAP_BYTES, SHARD_SHIFT};
 use doorway_linux::{Config, Model, Server};
 use doorway_testkit::Client;
 
 const WHOAMI: u16 = 200;
 const SEND: u16 = 201;
 const NOTE: u16 = 202;
+const SLEEP: u16 = 203;
+const FLOOD: u16 = 204;
+const BROADCAST: u16 = 205;
+/// FLOOD's broadcasts: 1 KiB bodies, enough of them to pass the inbox cap by a quarter.
+const FLOOD_BODY: usize = 1024;
+const FLOOD_COUNT: usize = INBOX_CAP_BYTES / FLOOD_BODY * 5 / 4;
 const T: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Default)]
@@ -38,12 +46,30 @@ impl Relay {
         };
         cx.reply(SEND, req.seq, answer)
     }
+
+    /// Holds this shard's deal thread for `ms: u32be`, then answers.
+    fn sleep(&mut self, cx: &mut impl Context, req: &Request<'_>) -> Result<(), SendError> {
+        let ms = req.body.first_chunk::<4>().map_or(0, |b| u32::from_be_bytes(*b));
+        std::thread::sleep(Duration::from_millis(ms.into()));
+        cx.reply(SLEEP, req.seq, b"")
+    }
+
+    /// Broadcasts FLOOD_COUNT bodies, answers how many connections the broadcasts reached in all
+    /// (`u64be`), and closes (so the sender takes no copy itself).
+    fn flood(&mut self, cx: &mut impl Context, req: &Request<'_>) -> Result<(), SendError> {
+        cx.close();
+        let body = [7u8; FLOOD_BODY];
+        let reached: usize = (0..FLOOD_COUNT).map(|_| cx.broadcast(BROADCAST, 0, &body)).sum();
+        cx.reply(FLOOD, req.seq, &(reached as u64).to_be_bytes())
+    }
 }
 
 message_map! {
     Relay {
         WHOAMI => whoami,
         SEND => send,
+        SLEEP => sleep,
+        FLOOD => flood,
     }
 }
 
@@ -150,4 +176,63 @@ fn send_to_pipeline() {
 #[test]
 fn send_to_fused_two_shards() {
     run(Model::Fused, 2);
+}
+
+/// A shard starved while another floods it with broadcasts: its inbox stops at the cap, and its
+/// connections, which each miss broadcasts, are closed with ERROR 6, never left silently short.
+#[test]
+fn a_full_inbox_closes_the_starved_shards_connections_with_error_6() {
+    let cfg = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        model: Model::Fused,
+        shards: 2,
+        // Room for every broadcast that fits the inbox, so only the missed ones can close.
+        high_watermark: 64 << 20,
+        low_watermark: 1 << 20,
+        ..Config::default()
+    };
+    let running = Server::builder().config(cfg).start(Relay).unwrap();
+    let addr = running.local_addr();
+    // A flooder and a victim on different shards.
+    let (mut flooder, flooder_id) = {
+        let mut c = Client::connect(addr, T).unwrap();
+        let id = whoami(&mut c);
+        (c, id)
+    };
+    let deadline = Instant::now() + T;
+    let mut victim = loop {
+        assert!(Instant::now() < deadline, "every connection landed on one shard");
+        let mut c = Client::connect(addr, T).unwrap();
+        if shard_of(whoami(&mut c)) != shard_of(flooder_id) {
+            break c;
+        }
+    };
+    // The victim's shard sleeps in a handler while the flood fills its inbox.
+    victim.send(SLEEP, 1, &3000u32.to_be_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let f = flooder.request(FLOOD, 2, b"", T).unwrap();
+    let reached = u64::from_be_bytes(f.body[..].try_into().unwrap());
+    assert!(
+        reached < FLOOD_COUNT as u64,
+        "the broadcasts reached {reached} connections: none was refused by the full inbox"
+    );
+    assert!(reached > 0, "no broadcast reached the other shard");
+
+    let f = victim.recv(T).unwrap();
+    assert_eq!((f.kind(), f.seq()), (SLEEP, 1));
+    let mut broadcasts = 0u64;
+    let last = loop {
+        match victim.recv(T) {
+            Ok(f) if f.kind() == BROADCAST => broadcasts += 1,
+            other => break other,
+        }
+    };
+    let last = last.expect("the victim's connection ended without an ERROR");
+    assert_eq!(last.error().map(|e| e.0), Some(6), "the victim must be told why: {last:?}");
+    assert!(broadcasts <= reached, "{broadcasts} broadcasts delivered, {reached} counted");
+    assert!(victim.recv(T).is_err(), "the connection stays open after ERROR 6");
+    println!("flood: {reached} of {FLOOD_COUNT} broadcasts queued; victim got {broadcasts}, then ERROR 6");
+    drop((flooder, victim));
+    running.stop();
+    running.wait().unwrap();
 }
