@@ -16,6 +16,15 @@
 //! A broadcast that finds a slot's output full does not block the sender: it marks that slot
 //! `kill = SlowConsumer` and wakes it; the slot's own future then discards its pending output
 //! (completing a partly written frame), sends ERROR 6 best effort and closes.
+//!
+//! # Shutdown
+//!
+//! [`Hub::stop`] records the drain deadline (from then on the server is stopping), sets every
+//! slot's `stop` flag and wakes both of its wakers: `waker`, which the session (or a socket
+//! waiting to accept) sleeps on, and `stop_waker`, which the connection's drain-deadline watch
+//! sleeps on. A session takes `stop` like `kill`, but keeps its pending output: it answers what it
+//! already received, then queues ERROR 7 (see [`crate::server`]). A slot opened after the stop
+//! starts with `stop` set.
 
 use core::task::Waker;
 
@@ -53,6 +62,10 @@ pub struct Slot<const OUT: usize> {
     pub(crate) out: OutBuf<OUT>,
     pub(crate) waker: WakerRegistration,
     pub(crate) kill: Option<ErrorCode>,
+    /// The server is stopping and the session has not noticed yet.
+    pub(crate) stop: bool,
+    /// Woken once, when the server starts stopping (the drain-deadline watch sleeps on it).
+    pub(crate) stop_waker: WakerRegistration,
     pub(crate) close_requested: bool,
     /// The idle timer on the wheel, while the connection is being read.
     pub(crate) idle: Option<TimerId>,
@@ -72,6 +85,8 @@ impl<const OUT: usize> Slot<OUT> {
         out: OutBuf::NEW,
         waker: WakerRegistration::new(),
         kill: None,
+        stop: false,
+        stop_waker: WakerRegistration::new(),
         close_requested: false,
         idle: None,
         idle_expired: false,
@@ -102,7 +117,7 @@ impl<const OUT: usize> Slot<OUT> {
 
     /// Whether the slot's future has something to act on besides socket readiness.
     pub(crate) fn has_event(&self) -> bool {
-        self.kill.is_some() || self.idle_expired || self.fired.iter().any(Option::is_some)
+        self.kill.is_some() || self.stop || self.idle_expired || self.fired.iter().any(Option::is_some)
     }
 }
 
@@ -118,6 +133,8 @@ pub struct Hub<const N: usize, const OUT: usize> {
     /// Set when a timer earlier than `clock_at` was armed; the clock re-plans.
     pub(crate) clock_kicked: bool,
     pub(crate) clock_waker: WakerRegistration,
+    /// When the server is stopping: the instant past which remaining sockets are reset.
+    pub(crate) drain_deadline: Option<Instant>,
 }
 
 impl<const N: usize, const OUT: usize> Hub<N, OUT> {
@@ -137,7 +154,53 @@ impl<const N: usize, const OUT: usize> Hub<N, OUT> {
         clock_at: None,
         clock_kicked: false,
         clock_waker: WakerRegistration::new(),
+        drain_deadline: None,
     };
+
+    /// Readies the hub for a new run of the server: not stopping, no connection, no timer (the
+    /// previous run's wheel is gone). Slots that a dropped run left occupied are freed and their
+    /// generation bumped, so no [`ConnId`] from that run reaches a new connection. Counters are
+    /// kept, except `connections_open`.
+    pub(crate) fn begin(&mut self) {
+        self.drain_deadline = None;
+        self.clock_at = None;
+        self.clock_kicked = false;
+        self.counters.connections_open = 0;
+        for slot in self.slots.iter_mut() {
+            if slot.phase != Phase::Free || slot.admitted {
+                slot.generation = slot.generation.wrapping_add(1);
+            }
+            slot.phase = Phase::Free;
+            slot.admitted = false;
+            slot.out.clear();
+            slot.kill = None;
+            slot.stop = false;
+            slot.close_requested = false;
+            slot.idle = None;
+            slot.idle_expired = false;
+            slot.timers = [None; TIMERS];
+            slot.fired = [None; TIMERS];
+        }
+    }
+
+    /// Starts stopping the server: every slot is told (its `stop` flag) and woken; sockets still
+    /// open at `drain_deadline` are reset. Only the first call counts.
+    pub(crate) fn stop(&mut self, drain_deadline: Instant) {
+        if self.drain_deadline.is_some() {
+            return;
+        }
+        self.drain_deadline = Some(drain_deadline);
+        for slot in self.slots.iter_mut() {
+            slot.stop = true;
+            slot.waker.wake();
+            slot.stop_waker.wake();
+        }
+    }
+
+    /// Whether the server is stopping.
+    pub(crate) fn stopping(&self) -> bool {
+        self.drain_deadline.is_some()
+    }
 
     /// Admits a connection on slot `index` and returns its id.
     pub(crate) fn open(&mut self, index: usize) -> ConnId {
@@ -146,6 +209,8 @@ impl<const N: usize, const OUT: usize> Hub<N, OUT> {
         slot.admitted = true;
         slot.out.clear();
         slot.kill = None;
+        // A connection accepted as the server stops is drained like the others.
+        slot.stop = self.drain_deadline.is_some();
         slot.close_requested = false;
         slot.idle_expired = false;
         slot.fired = [None; TIMERS];
@@ -179,6 +244,7 @@ impl<const N: usize, const OUT: usize> Hub<N, OUT> {
         slot.generation = slot.generation.wrapping_add(1);
         slot.out.clear();
         slot.kill = None;
+        slot.stop = false;
         slot.close_requested = false;
         slot.idle_expired = false;
         slot.fired = [None; TIMERS];
@@ -414,6 +480,32 @@ mod tests {
         hub.counters.visit(&mut |name, _| names.push(name.to_string()));
         assert_eq!(names.len(), 14);
         assert_eq!(names[13], "errors_sent_7");
+    }
+
+    #[test]
+    fn stop_flags_every_slot_once_and_a_new_run_starts_clean() {
+        let mut hub = Hub::<3, 64>::NEW;
+        let mut wheel = wheel::<3>();
+        hub.open(0);
+        assert!(!hub.slots[0].has_event() && !hub.stopping());
+        let deadline = Instant::from_ticks(500);
+        hub.stop(deadline);
+        hub.stop(Instant::from_ticks(900));
+        assert_eq!(hub.drain_deadline, Some(deadline), "only the first stop counts");
+        assert!(hub.slots[0].stop && hub.slots[0].has_event(), "an open session is told");
+        // A connection accepted while stopping is drained too; closing clears the flag.
+        hub.open(1);
+        assert!(hub.slots[1].stop);
+        hub.close(1, &mut wheel);
+        assert!(!hub.slots[1].stop);
+        // A run dropped with slot 0 still open: the next run frees it and bumps its generation.
+        let before = hub.slots[0].generation;
+        hub.begin();
+        assert!(!hub.stopping());
+        assert_eq!((hub.slots[0].phase, hub.slots[0].stop), (Phase::Free, false));
+        assert_eq!(hub.slots[0].generation, before.wrapping_add(1));
+        assert_eq!(hub.counters.connections_open, 0);
+        assert_eq!(hub.counters.connections_accepted, 2, "counters are kept");
     }
 
     #[test]

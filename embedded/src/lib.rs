@@ -13,8 +13,9 @@
 //!                 write timeout, linger: per-session deadlines (rare states only)
 //! ```
 //!
-//! - [`server`]: [`serve`], [`Config`], [`Storage`]; the per-connection session loop, admission
-//!   and refusal (a connection beyond `max_connections` is accepted, sent ERROR 5 and closed).
+//! - [`server`]: [`serve`], [`serve_until`], [`Config`], [`Storage`]; the per-connection session
+//!   loop, admission and refusal (a connection beyond `max_connections` is accepted, sent ERROR 5
+//!   and closed), and graceful shutdown.
 //! - [`hub`]: what connections share (output buffers, counters, timers) and [`hub::Cx`], the
 //!   embedded [`Context`](doorway_core::dispatch::Context) handlers see.
 //! - [`out`]: per-connection pending output, whole frames only.
@@ -24,7 +25,11 @@
 //!
 //! Implement a [`Service`](doorway_core::dispatch::Service) with a message map, give the server a
 //! `Stack` and a `Storage`, and await [`serve`] in a task. The board crates (`boards/`) do exactly
-//! this with the demo service; a custom one looks like this:
+//! this with the demo service. To be able to stop the server (before an OTA update, on a button),
+//! await [`serve_until`] with a `stop` future instead: when it completes, the server stops
+//! accepting, answers what each client already sent, sends ERROR 7 (SHUTTING_DOWN), closes every
+//! connection within [`Config::drain_timeout`] and returns its final counters (see
+//! [`server`], "Shutdown"). A custom service looks like this:
 //!
 //! ```no_run
 //! use doorway_core::dispatch::{Context, Request, SendError, Service};
@@ -61,7 +66,21 @@
 //!     let config = Config { port: 7200, max_connections: 2, ..Config::new() };
 //!     serve(stack, storage, Counter { n: 0 }, config).await
 //! }
-//! # fn main() { let _ = server_task; }
+//!
+//! /// The same, stopped by a signal another task raises; returns once every client is closed.
+//! async fn stoppable_server_task(
+//!     stack: embassy_net::Stack<'static>,
+//!     storage: &'static mut MyStorage,
+//!     stop: &'static embassy_sync::signal::Signal<
+//!         embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex,
+//!         (),
+//!     >,
+//! ) {
+//!     let config = Config { port: 7200, max_connections: 2, ..Config::new() };
+//!     let counters = doorway_embedded::serve_until(stack, storage, Counter { n: 0 }, config, stop.wait()).await;
+//!     let _served = counters.connections_accepted;
+//! }
+//! # fn main() { let _ = (server_task, stoppable_server_task); }
 //! ```
 //!
 //! # Logging
@@ -80,4 +99,4 @@ pub mod out;
 pub mod server;
 pub mod timers;
 
-pub use server::{serve, Config, DefaultStorage, Storage};
+pub use server::{serve, serve_until, Config, DefaultStorage, Storage};

@@ -1,9 +1,11 @@
-//! The server loop: one future per socket, all joined in the caller's task.
+//! The server loop: one future per socket, all joined in the caller's task with a `clock` (the
+//! timing wheel) and, in [`serve_until`], the caller's `stop` future.
 //!
 //! ```text
 //! socket i ── accept ─┬─▶ admitted: session (read ─▶ Decoder ─▶ handle_frame ─▶ Cx ─▶ OutBuf i ─▶ write)
 //!                     └─▶ full:     ERROR 5 SERVER_FULL
 //!           ─▶ shut down (FIN, discard input until it is acknowledged, bounded) ─▶ accept again
+//! stop ─▶ Hub::stop ─▶ listening sockets abort, sessions drain ─▶ ERROR 7 ─▶ shut down ─▶ return
 //! ```
 //!
 //! # Admission and refusal
@@ -36,22 +38,56 @@
 //! acknowledged all our bytes and closed its side too, bounded by [`Config::linger`]; a socket
 //! the client has not closed by then is reset. A refusal only waits for the acknowledgement of
 //! its ERROR frame and FIN before the reset, so refused clients cannot pin sockets.
+//!
+//! # Shutdown
+//!
+//! [`serve`] never stops. [`serve_until`] takes a `stop` future and, when it completes, does what
+//! `PROTOCOL.md` "Shutdown" asks, adapted to a device with no process to exit:
+//!
+//! 1. `Hub::stop` records the drain deadline (`now` + [`Config::drain_timeout`]), flags every
+//!    slot and wakes it. From then on the server is *stopping*.
+//! 2. A socket waiting to accept aborts and its future returns: no socket listens any more, so
+//!    the TCP stack resets a later SYN (refused, never left hanging), and one caught half-open
+//!    gets a reset too. A socket busy with a refusal or a close finishes that, then returns
+//!    instead of listening again.
+//! 3. A session notices the flag like a kill, but keeps its output. It notes how many bytes its
+//!    socket holds at that moment (`drain_left`, at most `SOCK_RX`) and reads no further than
+//!    that: what the client sent before the stop is answered, what it sends after is not, so the
+//!    drain is bounded however fast the client writes. Every whole frame in the frame buffer and
+//!    in those bytes is answered as usual (backpressure included); then ERROR 7 (`seq` 0) goes
+//!    last, a trailing partial frame is discarded, and the session closes the usual way (flush
+//!    within `write_timeout`, FIN, `shut_down` with `linger`). A session already closing (BYE,
+//!    an ERROR) just finishes closing; a half-closed one sends ERROR 7 after its replies too.
+//! 4. Each socket's future runs in a `select` with a watch on the drain deadline. A socket still
+//!    open at the deadline (a client that never reads, or that never acknowledges our FIN) is
+//!    reset, its session ended (`on_close` runs), and its future returns.
+//! 5. [`serve_until`] returns when every socket's future has, so at most `drain_timeout` after
+//!    the stop (plus up to 100 ms to hand the resets to the stack), with the final [`Counters`]
+//!    (`connections_open` 0, ERROR 7s in `errors_sent`). Returning counters rather than `()`
+//!    lets firmware log or persist them before rebooting without reaching back into `Storage`.
+//!
+//! While stopping, the idle clock does not run (the drain is bounded by the deadline instead),
+//! and the cost to a server that is never stopped is one flag test per wake-up and session
+//! event: nothing allocates or formats. Dropping the `serve_until` future instead removes the
+//! sockets from the stack without a reset; the storage can still be reused (the next run
+//! frees the slots the dropped one left, bumping their generations).
 
 use core::cell::RefCell;
 use core::convert::Infallible;
-use core::future::{pending, poll_fn};
+use core::future::{pending, poll_fn, Future};
+use core::pin::pin;
 use core::task::Poll;
 
 use doorway_core::dispatch::{handle_frame, Context, Control, Service};
 use doorway_core::frame::{self, Decoder, ErrorCode, HEADER_LEN, MAX_ERROR_BODY};
 use embassy_futures::join::{join, join_array};
 use embassy_futures::poll_once;
-use embassy_futures::select::{select, select3, select4, Either3, Either4};
+use embassy_futures::select::{select, select3, select4, Either, Either3, Either4};
 use embassy_net::tcp::{State, TcpSocket};
 use embassy_net::Stack;
 use embassy_time::{with_timeout, Duration, Instant, Timer};
 
-use crate::hub::{Hub, Phase};
+use crate::hub::{Counters, Hub, Phase};
 use crate::timers::{tick, Entries, TimerWheel};
 
 /// Runtime settings of the embedded server (capacities are const generics of [`Storage`]).
@@ -71,13 +107,17 @@ pub struct Config {
     /// After a close, how long to wait for the client to acknowledge our last bytes and FIN
     /// (input is discarded meanwhile) before the socket is reset.
     pub linger: Duration,
+    /// How long [`serve_until`] lets open connections drain once its `stop` future completes;
+    /// sockets still open then are reset and it returns (see the module docs, "Shutdown").
+    pub drain_timeout: Duration,
 }
 
 impl Config {
     /// The protocol's default port.
     pub const DEFAULT_PORT: u16 = 7200;
 
-    /// Defaults: port 7200, 4 connections, idle timeout 60 s, write timeout 5 s, linger 1 s.
+    /// Defaults: port 7200, 4 connections, idle timeout 60 s, write timeout 5 s, linger 1 s,
+    /// drain timeout 5 s.
     pub const fn new() -> Config {
         Config {
             port: Config::DEFAULT_PORT,
@@ -85,6 +125,7 @@ impl Config {
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(5),
             linger: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -181,7 +222,8 @@ impl<
 /// Serves `PROTOCOL.md` with `service` on `stack`, forever.
 ///
 /// Waits for the stack's IP configuration, creates `SOCKETS` TCP sockets in `storage` and runs
-/// every connection in the calling task.
+/// every connection in the calling task. This is [`serve_until`] with a `stop` that never
+/// completes; use that to shut the server down gracefully.
 pub async fn serve<
     S,
     const SOCKETS: usize,
@@ -198,10 +240,54 @@ pub async fn serve<
 where
     S: Service,
 {
-    stack.wait_config_up().await;
+    serve_until(stack, storage, service, config, pending()).await;
+    // `pending` never completes, so `serve_until` never returns and this is never reached.
+    let never: Infallible = pending().await;
+    match never {}
+}
+
+/// Serves `PROTOCOL.md` with `service` on `stack` until `stop` completes, then shuts down
+/// gracefully and returns the final counters.
+///
+/// `stop` is any future: a button, an `embassy_sync::signal::Signal` raised by an OTA task, a
+/// `Timer`. When it completes the server stops accepting, lets every open session answer the
+/// complete requests it already received, sends each ERROR 7 (SHUTTING_DOWN, `seq` 0) and closes
+/// it as usual; it returns once every socket is closed, at most [`Config::drain_timeout`] (plus
+/// about 100 ms to send resets) after `stop` completed. See the module docs, "Shutdown".
+///
+/// The counters returned are the same as [`Storage::counters`] afterwards; `connections_open` is
+/// 0. `storage` can be passed to `serve`/`serve_until` again (the counters keep counting). If
+/// `stop` completes before the stack is configured, it returns at once.
+///
+/// Dropping the future instead of completing `stop` removes the sockets from the stack without
+/// a word to the clients, as dropping any `TcpSocket` does.
+pub async fn serve_until<
+    S,
+    F,
+    const SOCKETS: usize,
+    const BUF: usize,
+    const OUT: usize,
+    const SOCK_RX: usize,
+    const SOCK_TX: usize,
+>(
+    stack: Stack<'_>,
+    storage: &mut Storage<SOCKETS, BUF, OUT, SOCK_RX, SOCK_TX>,
+    service: S,
+    config: Config,
+    stop: F,
+) -> Counters
+where
+    S: Service,
+    F: Future<Output = ()>,
+{
+    let mut stop = pin!(stop);
+    if let Either::Second(()) = select(stack.wait_config_up(), stop.as_mut()).await {
+        return storage.counters();
+    }
     let service = RefCell::new(service);
     let Storage { conns, hub } = storage;
     let hub = &*hub;
+    hub.borrow_mut().begin();
     let wheel = RefCell::new(TimerWheel::<SOCKETS>::new_at(Entries::NEW, tick(Instant::now())));
     let wheel = &wheel;
     let mut index = 0;
@@ -210,9 +296,20 @@ where
         index += 1;
         connection(TcpSocket::new(stack, sock_rx, sock_tx), frame, index - 1, hub, wheel, &service, config)
     });
+    let stopper = async {
+        stop.await;
+        net_trace!("doorway: stopping");
+        hub.borrow_mut().stop(Instant::now() + config.drain_timeout);
+    };
     net_trace!("doorway: serving port {} with {} sockets", config.port, SOCKETS);
-    let (_, never) = join(join_array(sockets), clock(hub, wheel)).await;
-    match never {}
+    // Every connection future returns once the server is stopping and its socket is closed; the
+    // clock never returns.
+    if let Either::Second(never) = select(join(join_array(sockets), stopper), clock(hub, wheel)).await {
+        match never {}
+    }
+    net_trace!("doorway: stopped");
+    let counters = *hub.borrow().counters();
+    counters
 }
 
 /// Sleeps until the wheel's next slot is due (or an earlier timer is armed), then fires what is
@@ -250,6 +347,8 @@ enum End {
     Abort,
 }
 
+/// Runs socket `index` until the server has stopped and the socket is closed, bounded after the
+/// stop by the drain deadline: past it, the socket is reset.
 async fn connection<S: Service, const N: usize, const BUF: usize, const OUT: usize>(
     mut socket: TcpSocket<'_>,
     frame: &mut [u8; BUF],
@@ -258,19 +357,90 @@ async fn connection<S: Service, const N: usize, const BUF: usize, const OUT: usi
     wheel: &RefCell<TimerWheel<N>>,
     service: &RefCell<S>,
     config: Config,
-) -> Infallible {
+) {
+    let served = serve_socket(&mut socket, frame, index, hub, wheel, service, config);
+    let outcome = select(served, drain_expired(hub, index)).await;
+    if let Either::Second(()) = outcome {
+        net_debug!("doorway: socket {} still open at the drain deadline, reset", index);
+        socket.abort();
+        let _ = with_timeout(Duration::from_millis(100), socket.flush()).await;
+        let mut hub = hub.borrow_mut();
+        if hub.slots[index].phase != Phase::Free {
+            let id = hub.slots[index].id(index);
+            hub.close(index, &mut wheel.borrow_mut());
+            drop(hub);
+            service.borrow_mut().on_close(id);
+        }
+    }
+}
+
+/// Completes at the drain deadline, once the server is stopping.
+async fn drain_expired<const N: usize, const OUT: usize>(hub: &RefCell<Hub<N, OUT>>, index: usize) {
+    let deadline = poll_fn(|cx| {
+        let mut hub = hub.borrow_mut();
+        match hub.drain_deadline {
+            Some(deadline) => Poll::Ready(deadline),
+            None => {
+                hub.slots[index].stop_waker.register(cx.waker());
+                Poll::Pending
+            }
+        }
+    })
+    .await;
+    Timer::at(deadline).await;
+}
+
+/// Completes once the server is stopping (for a socket waiting to accept: its slot's waker).
+async fn stopping<const N: usize, const OUT: usize>(hub: &RefCell<Hub<N, OUT>>, index: usize) {
+    poll_fn(|cx| {
+        let mut hub = hub.borrow_mut();
+        if hub.stopping() {
+            Poll::Ready(())
+        } else {
+            hub.register(index, cx.waker());
+            Poll::Pending
+        }
+    })
+    .await;
+}
+
+/// Accepts and serves connections on one socket until the server stops: then a listening socket
+/// stops listening at once, a busy one finishes its connection first.
+async fn serve_socket<S: Service, const N: usize, const BUF: usize, const OUT: usize>(
+    socket: &mut TcpSocket<'_>,
+    frame: &mut [u8; BUF],
+    index: usize,
+    hub: &RefCell<Hub<N, OUT>>,
+    wheel: &RefCell<TimerWheel<N>>,
+    service: &RefCell<S>,
+    config: Config,
+) {
     loop {
-        if socket.accept(config.port).await.is_err() {
-            socket.abort();
-            Timer::after_millis(10).await;
-            continue;
+        if hub.borrow().stopping() {
+            return;
+        }
+        let accepted = select(socket.accept(config.port), stopping(hub, index)).await;
+        match accepted {
+            Either::First(Ok(())) => {}
+            Either::First(Err(_)) => {
+                socket.abort();
+                Timer::after_millis(10).await;
+                continue;
+            }
+            Either::Second(()) => {
+                // Stop listening: later SYNs find no socket and are reset by the stack, and one
+                // caught half-open (SYN received, not yet accepted) is reset now.
+                socket.abort();
+                let _ = with_timeout(Duration::from_millis(100), socket.flush()).await;
+                return;
+            }
         }
         socket.set_nagle_enabled(false);
         let full = hub.borrow().counters.connections_open >= config.max_connections.min(N) as u64;
         if full {
             net_debug!("doorway: server full, refusing on socket {}", index);
-            refuse(&mut socket, hub, config).await;
-            shut_down(&mut socket, &mut frame[..], End::Shut, false, config).await;
+            refuse(socket, hub, config).await;
+            shut_down(socket, &mut frame[..], End::Shut, false, config).await;
             continue;
         }
         let id = hub.borrow_mut().open(index);
@@ -279,9 +449,9 @@ async fn connection<S: Service, const N: usize, const BUF: usize, const OUT: usi
             let mut hub = hub.borrow_mut();
             service.borrow_mut().on_open(&mut hub.cx(index, Instant::now(), &mut wheel.borrow_mut()));
         }
-        let end = session(&mut socket, frame, index, hub, wheel, service, config).await;
+        let end = session(socket, frame, index, hub, wheel, service, config).await;
         hub.borrow_mut().release(index);
-        shut_down(&mut socket, &mut frame[..], end, true, config).await;
+        shut_down(socket, &mut frame[..], end, true, config).await;
         hub.borrow_mut().close(index, &mut wheel.borrow_mut());
         service.borrow_mut().on_close(id);
         net_trace!("doorway: conn {} closed", index);
@@ -378,6 +548,10 @@ async fn session<S: Service, const N: usize, const BUF: usize, const OUT: usize>
     let mut len = 0usize;
     let mut eof = false;
     let mut closing = false;
+    // Stopping: answer what was received, then ERROR 7. `drain_left` is how many of the bytes
+    // the socket held when the stop was noticed are still to be read.
+    let mut draining = false;
+    let mut drain_left = 0usize;
     let mut closing_deadline = Instant::MAX;
     let mut paused_since: Option<Instant> = None;
     hub.borrow_mut().arm_idle(index, Instant::now() + config.idle_timeout, &mut wheel.borrow_mut());
@@ -396,6 +570,12 @@ async fn session<S: Service, const N: usize, const BUF: usize, const OUT: usize>
                     let _ = hub.cx(index, now, wheel).reply_error(code, 0);
                     closing = true;
                 }
+            }
+            // The server is stopping: read no further than what the socket holds now.
+            if core::mem::take(&mut hub.slots[index].stop) && !closing && !draining {
+                net_trace!("doorway: conn {} draining", index);
+                draining = true;
+                drain_left = if eof { 0 } else { rd.recv_queue() };
             }
             // The idle timer fired (the clock marked the slot).
             if core::mem::take(&mut hub.slots[index].idle_expired) && !closing {
@@ -443,7 +623,7 @@ async fn session<S: Service, const N: usize, const BUF: usize, const OUT: usize>
                     }
                 }
             }
-            if consumed > 0 && !closing {
+            if consumed > 0 && !closing && !draining {
                 // One O(1) move of the idle timer per batch of frames.
                 hub.arm_idle(index, now + config.idle_timeout, wheel);
             }
@@ -464,13 +644,20 @@ async fn session<S: Service, const N: usize, const BUF: usize, const OUT: usize>
                 continue;
             }
             let paused = !closing && out.free() < BUF;
+            // Shutdown: everything held when the stop came is read and every whole frame in it is
+            // answered (the decode loop above ran dry without pausing), so ERROR 7 goes last; a
+            // trailing partial frame is discarded.
+            if draining && !closing && !paused && drain_left == 0 {
+                let _ = hub.cx(index, now, wheel).reply_error(ErrorCode::ShuttingDown, 0);
+                closing = true;
+            }
             // Half-close: every whole request is answered; a trailing partial frame is discarded.
             if eof && !closing && !paused {
                 closing = true;
             }
             paused_since = if paused { Some(paused_since.unwrap_or(now)) } else { None };
             // The idle clock runs only while the connection is read.
-            if paused || closing {
+            if paused || closing || draining {
                 hub.disarm_idle(index, wheel);
             } else if hub.slots[index].idle.is_none() {
                 hub.arm_idle(index, now + config.idle_timeout, wheel);
@@ -498,10 +685,12 @@ async fn session<S: Service, const N: usize, const BUF: usize, const OUT: usize>
             continue;
         }
         let pending_out = !hub.borrow().slots[index].out.is_empty();
-        let can_read = !closing && !eof && paused_since.is_none() && len < BUF;
+        let can_read =
+            !closing && !eof && paused_since.is_none() && len < BUF && (!draining || drain_left > 0);
+        let read_end = if draining { BUF.min(len.saturating_add(drain_left)) } else { BUF };
         let read = async {
             if can_read {
-                rd.read(&mut frame[len..]).await
+                rd.read(&mut frame[len..read_end]).await
             } else {
                 pending().await
             }
@@ -531,7 +720,12 @@ async fn session<S: Service, const N: usize, const BUF: usize, const OUT: usize>
         };
         match select4(read, writable, notified, timeout).await {
             Either4::First(Ok(0)) => eof = true,
-            Either4::First(Ok(n)) => len += n,
+            Either4::First(Ok(n)) => {
+                len += n;
+                if draining {
+                    drain_left = drain_left.saturating_sub(n);
+                }
+            }
             Either4::First(Err(_)) => return End::Abort,
             Either4::Second(()) | Either4::Third(()) | Either4::Fourth(()) => {}
         }

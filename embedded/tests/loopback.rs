@@ -1,27 +1,31 @@
 //! The embedded server end to end on the host: two embassy-net stacks joined by an in-memory
-//! Ethernet wire, the server (`serve` with the demo service) on one, a client on the other.
+//! Ethernet wire, the server (`serve` or `serve_until` with the demo service) on one, a client on
+//! the other.
 //!
 //! This runs the real `doorway_embedded::serve` (sockets, sessions, refusal, the timing wheel,
-//! shutdown) without QEMU, so `cargo test --workspace` exercises it on every change; the QEMU
+//! closing) and `serve_until` (graceful shutdown: drain, ERROR 7, the drain timeout) without QEMU, so `cargo test --workspace` exercises it on every change; the QEMU
 //! test (`cargo xtask qemu --test`) then runs the full conformance suite against the firmware.
 //! Time is embassy-time's std driver (real time); the futures are driven by a busy `block_on`,
 //! bounded by a deadline so a hang fails instead of blocking the test run.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::task::Context;
 
 use doorway_core::demo::Demo;
 use doorway_core::frame::{self, kind, Decoder, ErrorCode, HEADER_LEN};
-use doorway_embedded::{serve, Config, Storage};
+use doorway_embedded::hub::Counters;
+use doorway_embedded::{serve, serve_until, Config, Storage};
 use embassy_futures::block_on;
 use embassy_futures::join::join;
 use embassy_futures::select::{select, Either};
 use embassy_net::tcp::TcpSocket;
 use embassy_net::{Ipv4Address, Ipv4Cidr, Stack, StackResources, StaticConfigV4};
 use embassy_net_driver::{Capabilities, Driver, HardwareAddress, LinkState, RxToken, TxToken};
-use embassy_time::{Duration, Instant, Timer};
+use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+use embassy_sync::signal::Signal;
+use embassy_time::{with_timeout, Duration, Instant, Timer};
 
 type Queue = Rc<RefCell<VecDeque<Vec<u8>>>>;
 
@@ -111,8 +115,13 @@ struct Client {
 
 impl Client {
     async fn connect(stack: Stack<'static>) -> Client {
-        let rx = Box::leak(vec![0u8; 4096].into_boxed_slice());
-        let tx = Box::leak(vec![0u8; 4096].into_boxed_slice());
+        Client::connect_with(stack, 4096, 4096).await
+    }
+
+    /// A client with `rx` and `tx` bytes of socket buffer (a small `rx` is a small window).
+    async fn connect_with(stack: Stack<'static>, rx: usize, tx: usize) -> Client {
+        let rx = Box::leak(vec![0u8; rx].into_boxed_slice());
+        let tx = Box::leak(vec![0u8; tx].into_boxed_slice());
         let mut socket = TcpSocket::new(stack, rx, tx);
         socket.connect((SERVER, PORT)).await.expect("connect to the embedded server");
         Client { socket, pending: Vec::new() }
@@ -154,11 +163,27 @@ impl Client {
     }
 }
 
-/// Runs `test` against a fresh server; fails if it takes longer than `limit`.
-fn with_server<F, Fut>(limit: Duration, test: F)
+/// The settings the tests use: short idle timeout, write timeout 2 s, linger 300 ms.
+fn test_config() -> Config {
+    Config {
+        port: PORT,
+        max_connections: MAX_CONNECTIONS,
+        idle_timeout: Duration::from_millis(IDLE_MS),
+        write_timeout: Duration::from_secs(2),
+        linger: Duration::from_millis(300),
+        drain_timeout: Duration::from_secs(5),
+    }
+}
+
+/// Drives both stacks, `server` (given the server's stack, a fresh storage and `config`) and
+/// `client` (given the client's stack, once configured) until `client` finishes; fails if that
+/// takes longer than `limit`.
+fn harness<Srv, SrvFut, Cl, ClFut>(limit: Duration, config: Config, server: Srv, client: Cl)
 where
-    F: FnOnce(Stack<'static>) -> Fut,
-    Fut: core::future::Future<Output = ()>,
+    Srv: FnOnce(Stack<'static>, &'static mut TestStorage, Config) -> SrvFut,
+    SrvFut: core::future::Future,
+    Cl: FnOnce(Stack<'static>) -> ClFut,
+    ClFut: core::future::Future<Output = ()>,
 {
     let (a, b): (Queue, Queue) = Default::default();
     let server_end = End { mac: [2, 0, 0, 0, 0, 1], rx: a.clone(), tx: b.clone() };
@@ -166,26 +191,79 @@ where
     let (server_stack, mut server_runner) = stack(server_end, SERVER, 1);
     let (client_stack, mut client_runner) = stack(client_end, Ipv4Address::new(10, 0, 0, 2), 2);
     let storage = Box::leak(Box::new(TestStorage::new()));
-    let config = Config {
-        port: PORT,
-        max_connections: MAX_CONNECTIONS,
-        idle_timeout: Duration::from_millis(IDLE_MS),
-        write_timeout: Duration::from_secs(2),
-        linger: Duration::from_millis(300),
-    };
     let network = join(server_runner.run(), client_runner.run());
-    let server = serve(server_stack, storage, Demo, config);
+    let server = async {
+        server(server_stack, storage, config).await;
+        // The server stack keeps running: a client may still knock after the server returned.
+        core::future::pending::<()>().await;
+    };
     let client = async {
         client_stack.wait_config_up().await;
-        test(client_stack).await;
+        client(client_stack).await;
     };
     let deadline = Timer::at(Instant::now() + limit);
     let outcome = block_on(select(join(network, server), select(client, deadline)));
     match outcome {
         Either::Second(Either::First(())) => {}
         Either::Second(Either::Second(())) => panic!("the test did not finish within {limit:?}"),
-        Either::First(_) => unreachable!("the server and the stacks run forever"),
+        Either::First(_) => unreachable!("the stacks run forever"),
     }
+}
+
+/// Runs `test` against a fresh server (`serve`, forever); fails if it takes longer than `limit`.
+fn with_server<F, Fut>(limit: Duration, test: F)
+where
+    F: FnOnce(Stack<'static>) -> Fut,
+    Fut: core::future::Future<Output = ()>,
+{
+    harness(limit, test_config(), |stack, storage, config| serve(stack, storage, Demo, config), test);
+}
+
+/// The test's side of a server run by `serve_until`: the switch that stops it, and what it
+/// returned.
+#[derive(Clone)]
+struct Shutdown {
+    stop: Rc<Signal<NoopRawMutex, ()>>,
+    returned: Rc<Cell<Option<(Instant, Counters)>>>,
+}
+
+impl Shutdown {
+    /// Completes the server's `stop` future; returns when.
+    fn stop(&self) -> Instant {
+        self.stop.signal(());
+        Instant::now()
+    }
+
+    /// Waits up to `within` for `serve_until` to return; its return time and counters.
+    async fn returned(&self, within: Duration) -> (Instant, Counters) {
+        let start = Instant::now();
+        loop {
+            if let Some(returned) = self.returned.get() {
+                return returned;
+            }
+            assert!(start.elapsed() < within, "serve_until did not return within {within:?}");
+            Timer::after_millis(5).await;
+        }
+    }
+}
+
+/// Runs `test` against a fresh server under `serve_until` with `config`; fails past `limit`.
+fn with_stoppable_server<F, Fut>(limit: Duration, config: Config, test: F)
+where
+    F: FnOnce(Stack<'static>, Shutdown) -> Fut,
+    Fut: core::future::Future<Output = ()>,
+{
+    let shutdown = Shutdown { stop: Rc::new(Signal::new()), returned: Rc::new(Cell::new(None)) };
+    let server_side = shutdown.clone();
+    harness(
+        limit,
+        config,
+        move |stack, storage, config| async move {
+            let counters = serve_until(stack, storage, Demo, config, server_side.stop.wait()).await;
+            server_side.returned.set(Some((Instant::now(), counters)));
+        },
+        move |stack| test(stack, shutdown),
+    );
 }
 
 #[test]
@@ -319,5 +397,165 @@ fn slow_consumer_is_cut_off_after_the_write_timeout() {
         let (_, _, body) = stats.recv().await.expect("STATS");
         let json = String::from_utf8(body).expect("UTF-8");
         assert!(json.contains("\"errors_sent_6\":1"), "{json}");
+    });
+}
+
+#[test]
+fn shutdown_answers_what_was_received_then_error_7() {
+    with_stoppable_server(Duration::from_secs(10), test_config(), |stack, shutdown| async move {
+        // A client with a 256-byte window sends 14 requests and a partial frame, reading nothing:
+        // the server answers until its output is full, then holds the rest unanswered (frame
+        // buffer and socket), well within its 512-byte receive window.
+        let mut a = Client::connect_with(stack, 256, 4096).await;
+        let mut bytes = Vec::new();
+        for seq in 0..14 {
+            bytes.extend(frame_bytes(kind::ECHO, seq, &[seq as u8; 100]));
+        }
+        let partial = frame_bytes(kind::ECHO, 14, &[14; 100]);
+        bytes.extend(&partial[..50]);
+        a.send(&bytes).await;
+        Timer::after_millis(200).await;
+        // Another connection asks how many frames the server has taken so far.
+        let mut b = Client::connect(stack).await;
+        b.send(&frame_bytes(kind::STATS, 1, b"")).await;
+        let (_, _, body) = b.recv().await.expect("STATS");
+        let json = String::from_utf8(body).expect("UTF-8");
+        let frames_in: u64 = json
+            .split("\"frames_in\":")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .expect("frames_in in STATS");
+        // At least three requests (plus the partial frame) wait: more than the 268-byte frame
+        // buffer holds, so the server must also drain its socket.
+        assert!(frames_in <= 12, "too few requests unanswered when the stop comes: {json}");
+
+        let stopped = shutdown.stop();
+        // Every request the server had received is answered, in order, then ERROR 7, then EOF;
+        // the partial frame is discarded.
+        for seq in 0..14 {
+            assert_eq!(a.recv().await, Some((kind::ECHO, seq, vec![seq as u8; 100])), "reply {seq}");
+        }
+        a.expect_error(ErrorCode::ShuttingDown, 0).await;
+        a.expect_close().await;
+        a.socket.close();
+        b.expect_error(ErrorCode::ShuttingDown, 0).await;
+        b.expect_close().await;
+        b.socket.close();
+        let (at, counters) = shutdown.returned(Duration::from_secs(3)).await;
+        assert!(at >= stopped);
+        assert_eq!(counters.frames_in, 15, "14 ECHO and one STATS");
+        assert_eq!(counters.errors_sent[ErrorCode::ShuttingDown as usize - 1], 2);
+        assert_eq!(counters.connections_open, 0);
+    });
+}
+
+#[test]
+fn shutdown_closes_an_idle_connection_with_error_7() {
+    with_stoppable_server(Duration::from_secs(10), test_config(), |stack, shutdown| async move {
+        let mut c = Client::connect(stack).await;
+        c.send(&frame_bytes(kind::PING, 1, b"")).await;
+        assert_eq!(c.recv().await, Some((kind::PONG, 1, Vec::new())));
+        let stopped = shutdown.stop();
+        c.expect_error(ErrorCode::ShuttingDown, 0).await;
+        c.expect_close().await;
+        c.socket.close();
+        let (at, counters) = shutdown.returned(Duration::from_secs(2)).await;
+        // The client closed at once, so no linger (300 ms) and no drain timeout (5 s) is waited.
+        assert!(at - stopped < Duration::from_millis(250), "returned {:?} after the stop", at - stopped);
+        assert_eq!(counters.errors_sent[ErrorCode::ShuttingDown as usize - 1], 1);
+        assert_eq!(counters.connections_open, 0);
+    });
+}
+
+/// What a connection attempt found.
+#[derive(Debug, PartialEq, Eq)]
+enum Knock {
+    /// The SYN was answered with a reset.
+    Refused,
+    /// No answer within a second.
+    Unanswered,
+    /// Accepted, but an ECHO got no ECHO back.
+    AcceptedNotServed,
+    /// Accepted and served.
+    Served,
+}
+
+/// Tries to connect and be served an ECHO.
+async fn knock(stack: Stack<'static>) -> Knock {
+    let rx = Box::leak(vec![0u8; 1024].into_boxed_slice());
+    let tx = Box::leak(vec![0u8; 1024].into_boxed_slice());
+    let mut socket = TcpSocket::new(stack, rx, tx);
+    match with_timeout(Duration::from_secs(1), socket.connect((SERVER, PORT))).await {
+        Ok(Err(_)) => return Knock::Refused,
+        Err(_) => {
+            socket.abort();
+            return Knock::Unanswered;
+        }
+        Ok(Ok(())) => {}
+    }
+    let mut c = Client { socket, pending: Vec::new() };
+    c.send(&frame_bytes(kind::ECHO, 1, b"late")).await;
+    match with_timeout(Duration::from_millis(500), c.recv()).await {
+        Ok(Some((kind::ECHO, _, _))) => Knock::Served,
+        _ => Knock::AcceptedNotServed,
+    }
+}
+
+#[test]
+fn after_the_stop_new_connections_are_not_served() {
+    let config = Config {
+        drain_timeout: Duration::from_millis(1_500),
+        write_timeout: Duration::from_secs(10),
+        ..test_config()
+    };
+    with_stoppable_server(Duration::from_secs(10), config, |stack, shutdown| async move {
+        // A connection that never reads keeps the server draining until the drain timeout.
+        let mut slow = Client::connect_with(stack, 256, 16 * 1024).await;
+        let mut bytes = Vec::new();
+        for seq in 0..40 {
+            bytes.extend(frame_bytes(kind::ECHO, seq, &[0; 200]));
+        }
+        slow.send(&bytes).await;
+        Timer::after_millis(100).await;
+        let stopped = shutdown.stop();
+        Timer::after_millis(20).await;
+        // No socket listens any more: the server's stack resets the SYN.
+        assert_eq!(knock(stack).await, Knock::Refused, "while draining");
+        assert!(shutdown.returned.get().is_none(), "still draining the slow connection");
+        let (at, _) = shutdown.returned(Duration::from_secs(3)).await;
+        assert!(at - stopped >= Duration::from_millis(1_400), "the slow connection held the drain");
+        assert_eq!(knock(stack).await, Knock::Refused, "after serve_until returned");
+    });
+}
+
+#[test]
+fn the_drain_timeout_bounds_a_client_that_never_reads() {
+    let drain = Duration::from_millis(500);
+    let config = Config { drain_timeout: drain, write_timeout: Duration::from_secs(10), ..test_config() };
+    with_stoppable_server(Duration::from_secs(10), config, |stack, shutdown| async move {
+        let mut slow = Client::connect_with(stack, 256, 16 * 1024).await;
+        let mut bytes = Vec::new();
+        for seq in 0..60 {
+            bytes.extend(frame_bytes(kind::ECHO, seq, &[seq as u8; 200]));
+        }
+        slow.send(&bytes).await;
+        Timer::after_millis(200).await;
+        let stopped = shutdown.stop();
+        let (at, counters) = shutdown.returned(drain + Duration::from_secs(2)).await;
+        let took = at - stopped;
+        assert!(took >= drain - Duration::from_millis(50), "returned before the drain timeout: {took:?}");
+        assert!(took <= drain + Duration::from_millis(400), "the drain timeout did not bound it: {took:?}");
+        assert_eq!(counters.connections_open, 0);
+        // The client now finds the replies that got through, in order, then a reset: never a hang.
+        let mut next = 0;
+        let read_all = async {
+            while let Some((k, seq, body)) = slow.recv().await {
+                assert_eq!((k, seq, body), (kind::ECHO, next, vec![next as u8; 200]), "replies in order");
+                next += 1;
+            }
+        };
+        assert!(with_timeout(Duration::from_secs(2), read_all).await.is_ok(), "the connection ended");
+        assert!(next < 60, "the slow client cannot have been answered in full");
     });
 }
