@@ -19,12 +19,11 @@
 //!
 //! # Shutdown
 //!
-//! [`Hub::stop`] records the drain deadline (from then on the server is stopping), sets every
-//! slot's `stop` flag and wakes both of its wakers: `waker`, which the session (or a socket
-//! waiting to accept) sleeps on, and `stop_waker`, which the connection's drain-deadline watch
-//! sleeps on. A session takes `stop` like `kill`, but keeps its pending output: it answers what it
-//! already received, then queues ERROR 7 (see [`crate::server`]). A slot opened after the stop
-//! starts with `stop` set.
+//! `Hub::stop` records the drain deadline (from then on the server is stopping), sets every
+//! slot's `stop` flag and wakes its future, whether a session or a socket waiting to accept. A
+//! session takes `stop` like `kill`, but keeps its pending output: it answers what it already
+//! received, then queues ERROR 7 (see [`crate::server`]). A slot opened after the stop starts
+//! with `stop` set.
 
 use core::task::Waker;
 
@@ -64,8 +63,6 @@ pub struct Slot<const OUT: usize> {
     pub(crate) kill: Option<ErrorCode>,
     /// The server is stopping and the session has not noticed yet.
     pub(crate) stop: bool,
-    /// Woken once, when the server starts stopping (the drain-deadline watch sleeps on it).
-    pub(crate) stop_waker: WakerRegistration,
     pub(crate) close_requested: bool,
     /// The idle timer on the wheel, while the connection is being read.
     pub(crate) idle: Option<TimerId>,
@@ -86,7 +83,6 @@ impl<const OUT: usize> Slot<OUT> {
         waker: WakerRegistration::new(),
         kill: None,
         stop: false,
-        stop_waker: WakerRegistration::new(),
         close_requested: false,
         idle: None,
         idle_expired: false,
@@ -193,7 +189,6 @@ impl<const N: usize, const OUT: usize> Hub<N, OUT> {
         for slot in self.slots.iter_mut() {
             slot.stop = true;
             slot.waker.wake();
-            slot.stop_waker.wake();
         }
     }
 

@@ -58,11 +58,15 @@
 //!    last, a trailing partial frame is discarded, and the session closes the usual way (flush
 //!    within `write_timeout`, FIN, `shut_down` with `linger`). A session already closing (BYE,
 //!    an ERROR) just finishes closing; a half-closed one sends ERROR 7 after its replies too.
-//! 4. Each socket's future runs in a `select` with a watch on the drain deadline. A socket still
-//!    open at the deadline (a client that never reads, or that never acknowledges our FIN) is
-//!    reset, its session ended (`on_close` runs), and its future returns.
-//! 5. [`serve_until`] returns when every socket's future has, so at most `drain_timeout` after
-//!    the stop (plus up to 100 ms to hand the resets to the stack), with the final [`Counters`]
+//! 4. The sockets live in [`serve_until`]'s future and are lent to the connection futures, which
+//!    are joined and raced (`select3`) against the future that awaited `stop` and now sleeps
+//!    until the drain deadline, and the clock. If the connections all return first, the drain
+//!    was clean. If the deadline comes first, the `select` drops the connection futures (the
+//!    hub is never borrowed across an await, so nothing is left half-borrowed), then every socket
+//!    still open (a client that never reads, or never acknowledges our FIN) is reset and its
+//!    session ended (`on_close` runs). One watch for all sockets costs nothing per connection.
+//! 5. [`serve_until`] returns then, so at most `drain_timeout` after the stop (plus up to
+//!    100 ms to hand the resets to the stack), with the final [`Counters`]
 //!    (`connections_open` 0, ERROR 7s in `errors_sent`). Returning counters rather than `()`
 //!    lets firmware log or persist them before rebooting without reaching back into `Storage`.
 //!
@@ -80,7 +84,7 @@ use core::task::Poll;
 
 use doorway_core::dispatch::{handle_frame, Context, Control, Service};
 use doorway_core::frame::{self, Decoder, ErrorCode, HEADER_LEN, MAX_ERROR_BODY};
-use embassy_futures::join::{join, join_array};
+use embassy_futures::join::join_array;
 use embassy_futures::poll_once;
 use embassy_futures::select::{select, select3, select4, Either, Either3, Either4};
 use embassy_net::tcp::{State, TcpSocket};
@@ -290,26 +294,63 @@ where
     hub.borrow_mut().begin();
     let wheel = RefCell::new(TimerWheel::<SOCKETS>::new_at(Entries::NEW, tick(Instant::now())));
     let wheel = &wheel;
-    let mut index = 0;
-    let sockets = conns.each_mut().map(|bufs| {
+    // The sockets live here, lent to the connection futures, so that they outlive those futures
+    // and can be reset at the drain deadline.
+    let mut sockets = conns.each_mut().map(|bufs| {
         let ConnBuffers { frame, sock_rx, sock_tx } = bufs;
-        index += 1;
-        connection(TcpSocket::new(stack, sock_rx, sock_tx), frame, index - 1, hub, wheel, &service, config)
+        (TcpSocket::new(stack, sock_rx, sock_tx), frame)
     });
+    let mut index = 0;
+    let connections = sockets.each_mut().map(|(socket, frame)| {
+        index += 1;
+        connection(socket, frame, index - 1, hub, wheel, &service, config)
+    });
+    // Completes at the drain deadline: `stop`, then every slot is told, then the drain timeout.
     let stopper = async {
         stop.await;
         net_trace!("doorway: stopping");
-        hub.borrow_mut().stop(Instant::now() + config.drain_timeout);
+        let deadline = Instant::now() + config.drain_timeout;
+        hub.borrow_mut().stop(deadline);
+        Timer::at(deadline).await;
     };
     net_trace!("doorway: serving port {} with {} sockets", config.port, SOCKETS);
     // Every connection future returns once the server is stopping and its socket is closed; the
     // clock never returns.
-    if let Either::Second(never) = select(join(join_array(sockets), stopper), clock(hub, wheel)).await {
-        match never {}
+    let outcome = select3(join_array(connections), stopper, clock(hub, wheel)).await;
+    match outcome {
+        Either3::First(_) => {}
+        Either3::Second(()) => reset_the_rest(&mut sockets, hub, wheel, &service).await,
+        Either3::Third(never) => match never {},
     }
     net_trace!("doorway: stopped");
     let counters = *hub.borrow().counters();
     counters
+}
+
+/// At the drain deadline (the connection futures are gone): resets every socket still open and
+/// ends its session, if it had one (`on_close` runs).
+async fn reset_the_rest<S: Service, const N: usize, const BUF: usize, const OUT: usize>(
+    sockets: &mut [(TcpSocket<'_>, &mut [u8; BUF]); N],
+    hub: &RefCell<Hub<N, OUT>>,
+    wheel: &RefCell<TimerWheel<N>>,
+    service: &RefCell<S>,
+) {
+    for (index, (socket, _)) in sockets.iter_mut().enumerate() {
+        if !matches!(socket.state(), State::Closed | State::TimeWait) {
+            net_debug!("doorway: socket {} still open at the drain deadline, reset", index);
+            socket.abort();
+        }
+        let mut hub = hub.borrow_mut();
+        if hub.slots[index].phase != Phase::Free {
+            let id = hub.slots[index].id(index);
+            hub.close(index, &mut wheel.borrow_mut());
+            drop(hub);
+            service.borrow_mut().on_close(id);
+        }
+    }
+    // Let the stack send the resets (bounded: a socket whose reset cannot go out is dropped).
+    let flushed = join_array(sockets.each_mut().map(|(socket, _)| socket.flush()));
+    let _ = with_timeout(Duration::from_millis(100), flushed).await;
 }
 
 /// Sleeps until the wheel's next slot is due (or an earlier timer is armed), then fires what is
@@ -347,49 +388,6 @@ enum End {
     Abort,
 }
 
-/// Runs socket `index` until the server has stopped and the socket is closed, bounded after the
-/// stop by the drain deadline: past it, the socket is reset.
-async fn connection<S: Service, const N: usize, const BUF: usize, const OUT: usize>(
-    mut socket: TcpSocket<'_>,
-    frame: &mut [u8; BUF],
-    index: usize,
-    hub: &RefCell<Hub<N, OUT>>,
-    wheel: &RefCell<TimerWheel<N>>,
-    service: &RefCell<S>,
-    config: Config,
-) {
-    let served = serve_socket(&mut socket, frame, index, hub, wheel, service, config);
-    let outcome = select(served, drain_expired(hub, index)).await;
-    if let Either::Second(()) = outcome {
-        net_debug!("doorway: socket {} still open at the drain deadline, reset", index);
-        socket.abort();
-        let _ = with_timeout(Duration::from_millis(100), socket.flush()).await;
-        let mut hub = hub.borrow_mut();
-        if hub.slots[index].phase != Phase::Free {
-            let id = hub.slots[index].id(index);
-            hub.close(index, &mut wheel.borrow_mut());
-            drop(hub);
-            service.borrow_mut().on_close(id);
-        }
-    }
-}
-
-/// Completes at the drain deadline, once the server is stopping.
-async fn drain_expired<const N: usize, const OUT: usize>(hub: &RefCell<Hub<N, OUT>>, index: usize) {
-    let deadline = poll_fn(|cx| {
-        let mut hub = hub.borrow_mut();
-        match hub.drain_deadline {
-            Some(deadline) => Poll::Ready(deadline),
-            None => {
-                hub.slots[index].stop_waker.register(cx.waker());
-                Poll::Pending
-            }
-        }
-    })
-    .await;
-    Timer::at(deadline).await;
-}
-
 /// Completes once the server is stopping (for a socket waiting to accept: its slot's waker).
 async fn stopping<const N: usize, const OUT: usize>(hub: &RefCell<Hub<N, OUT>>, index: usize) {
     poll_fn(|cx| {
@@ -405,8 +403,9 @@ async fn stopping<const N: usize, const OUT: usize>(hub: &RefCell<Hub<N, OUT>>, 
 }
 
 /// Accepts and serves connections on one socket until the server stops: then a listening socket
-/// stops listening at once, a busy one finishes its connection first.
-async fn serve_socket<S: Service, const N: usize, const BUF: usize, const OUT: usize>(
+/// stops listening at once, a busy one finishes its connection first. The socket lives in
+/// [`serve_until`], which resets it if this future is still running at the drain deadline.
+async fn connection<S: Service, const N: usize, const BUF: usize, const OUT: usize>(
     socket: &mut TcpSocket<'_>,
     frame: &mut [u8; BUF],
     index: usize,
