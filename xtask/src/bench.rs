@@ -39,6 +39,9 @@ use crate::util::{cargo, project_root, run as run_cmd, Result};
 /// start-up and shutdown: (scenario id, fewer, more).
 const CALLGRIND: &[(&str, u64, u64)] = &[("2", 10_000, 30_000), ("3", 50_000, 150_000), ("6b", 2_000, 6_000)];
 
+/// The heading of RESULTS.md's hand-written section, kept when the bench rewrites the file.
+const READING_HEADING: &str = "## Reading these figures";
+
 /// Share of the window other processes may take on the server's or the client's core before the
 /// run is flagged as disturbed.
 const CONTENDED: f64 = 0.10;
@@ -924,6 +927,13 @@ pub fn run(quick: bool, args: &[String]) -> Result {
     } else {
         project_root().join("bench/RESULTS.md")
     };
+    // The hand-written reading of the figures (from its heading to the end) survives a rerun.
+    if let Ok(old) = std::fs::read_to_string(&path) {
+        if let Some(at) = old.find(READING_HEADING) {
+            out.push('\n');
+            out.push_str(&old[at..]);
+        }
+    }
     std::fs::write(&path, &out)?;
     eprintln!("bench: results written to {}", path.display());
     // Every workload must have produced a figure on both sides: that is what proves the harness.
