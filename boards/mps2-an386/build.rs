@@ -1,7 +1,7 @@
 //! Puts `memory.x` and an empty `device.x` (our interrupt table is in `src/main.rs`) where the
 //! linker finds them, and adds the linker scripts: cortex-m-rt's `link.x`, and defmt's `defmt.x`
-//! when the `defmt` feature is on. The idle timeout knob is read at compile time
-//! (`DOORWAY_IDLE_TIMEOUT_MS`), so a change rebuilds.
+//! when the `defmt` feature is on. The knobs read at compile time (`DOORWAY_IDLE_TIMEOUT_MS`,
+//! `DOORWAY_CONNECTIONS`, `DOORWAY_DRAIN_TIMEOUT_MS`) are tracked, so a change rebuilds.
 
 use std::env;
 use std::fs;
@@ -17,6 +17,7 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=DOORWAY_IDLE_TIMEOUT_MS");
     println!("cargo:rerun-if-env-changed=DOORWAY_CONNECTIONS");
+    println!("cargo:rerun-if-env-changed=DOORWAY_DRAIN_TIMEOUT_MS");
     println!("cargo:rustc-link-arg-bins=--nmagic");
     println!("cargo:rustc-link-arg-bins=-Tlink.x");
     if env::var_os("CARGO_FEATURE_DEFMT").is_some() {

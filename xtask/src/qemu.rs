@@ -12,15 +12,23 @@
 //! 1. Build the firmware with a short idle timeout ([`TEST_IDLE_TIMEOUT_MS`]) and
 //!    [`TEST_CONNECTIONS`] connections, and the conformance binary of `doorway-testkit`.
 //! 2. Boot QEMU with user networking and `hostfwd` from a free 127.0.0.1 port to the firmware's
-//!    port; its semihosting output (defmt) is decoded by `defmt-print` into our log.
+//!    port, and UART0 on a TCP control socket (QEMU listens on another free port; a byte sent
+//!    there stops the firmware); its semihosting output (defmt) is decoded by `defmt-print` into
+//!    our log.
 //! 3. Wait until the firmware answers PING, then run `doorway-conformance`, the same suite the
 //!    Linux server's tests run, with the firmware's profile (max body, idle timeout, connections).
 //! 4. Measure echoes per second and p99 round trip with 1 and 4 connections, and the CPU an idle
 //!    QEMU burns (from `/proc`, must stay under [`IDLE_CPU_LIMIT`]); then STATS must show no
 //!    session left open but the one asking.
-//! 5. Stop QEMU. The test fails on any suite failure, on a firmware that exited (a panic or a
-//!    hard fault exits through semihosting with a failing status), on a `panic` or `ERROR` line in
-//!    the firmware's log, or when the whole run exceeds [`TEST_BUDGET`].
+//! 5. Stop the firmware gracefully (`PROTOCOL.md` "Shutdown"): a client sends ECHO and reads its
+//!    reply, then one byte goes to the control socket. That client must receive ERROR 7
+//!    (`seq` 0) and then EOF, QEMU must exit by itself with status 0 within the drain timeout
+//!    ([`TEST_DRAIN_TIMEOUT_MS`]) + [`STOP_MARGIN`], and the firmware must log its final
+//!    counters with no connection open and that ERROR 7 counted.
+//! 6. The test fails on any suite failure, on a firmware that exited early (a panic or a hard
+//!    fault exits through semihosting with a failing status), on a `panic` or `ERROR` line in the
+//!    firmware's log, or when the whole run exceeds [`TEST_BUDGET`]. On any failure QEMU is killed
+//!    (its own PID only), so nothing is left running.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -73,10 +81,14 @@ const GUEST_IP: &str = "10.0.2.15";
 pub const TEST_IDLE_TIMEOUT_MS: u64 = 1500;
 /// Connections of the test firmware (`max_connections`).
 pub const TEST_CONNECTIONS: usize = 4;
+/// Drain timeout of the test firmware (`Config::drain_timeout`), bounding the graceful stop.
+pub const TEST_DRAIN_TIMEOUT_MS: u64 = 2000;
+/// How much longer than the drain timeout QEMU may take to exit after the stop byte.
+const STOP_MARGIN: Duration = Duration::from_secs(3);
 /// The embedded `max_body`.
 const MAX_BODY: u32 = 1024;
-/// The QEMU run of the test (boot, suite, measurements; builds not included) must finish within
-/// this.
+/// The QEMU run of the test (boot, suite, measurements, stop; builds not included) must finish
+/// within this.
 const TEST_BUDGET: Duration = Duration::from_secs(180);
 /// How long the firmware may take to answer its first PING.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -145,8 +157,13 @@ pub fn run(board_name: &str, port: u16, test: bool) -> Result {
     }
     let elf = build(board, &[])?;
     print_size(&elf);
-    let mut vm = Vm::boot(board, &elf, port)?;
-    eprintln!("firmware booting in QEMU; reach it at 127.0.0.1:{port} (Ctrl-C stops it)");
+    let control_port = free_port()?;
+    let mut vm = Vm::boot(board, &elf, port, control_port)?;
+    eprintln!(
+        "firmware booting in QEMU; reach it at 127.0.0.1:{port}. To stop it gracefully send one byte \
+         to its UART0 at 127.0.0.1:{control_port} (in bash: `printf q > /dev/tcp/127.0.0.1/{control_port}`); \
+         Ctrl-C kills it"
+    );
     let status = vm.child.wait()?;
     vm.join_log();
     if status.success() {
@@ -198,14 +215,19 @@ struct Vm {
 }
 
 impl Vm {
-    /// Boots `elf` with hostfwd 127.0.0.1:`port` → the firmware's port. Its semihosting output
-    /// goes through `defmt-print` (when installed) into our stderr and `log`.
-    fn boot(board: &Board, elf: &Path, port: u16) -> Result<Vm> {
+    /// Boots `elf` with hostfwd 127.0.0.1:`port` → the firmware's port, and UART0 on a TCP
+    /// server socket at 127.0.0.1:`control_port` (`wait=off`: QEMU does not wait for a client).
+    /// Its semihosting output goes through `defmt-print` (when installed) into our stderr and
+    /// `log`.
+    fn boot(board: &Board, elf: &Path, port: u16, control_port: u16) -> Result<Vm> {
         let Runs::Qemu { machine, guest_port } = board.runs else {
             return Err("not a QEMU board".into());
         };
         let mut qemu = Command::new("qemu-system-arm");
-        qemu.args(["-M", machine, "-display", "none", "-monitor", "none", "-serial", "none"])
+        qemu.args(["-M", machine, "-display", "none", "-monitor", "none"])
+            .arg("-chardev")
+            .arg(format!("socket,id=ctl,host=127.0.0.1,port={control_port},server=on,wait=off"))
+            .args(["-serial", "chardev:ctl"])
             .args(["-semihosting-config", "enable=on,target=native"])
             .arg("-nic")
             .arg(format!("user,model=lan9118,hostfwd=tcp:127.0.0.1:{port}-{GUEST_IP}:{guest_port}"))
@@ -277,10 +299,14 @@ impl Vm {
         }
     }
 
+    /// The firmware's log so far.
+    fn log_lines(&self) -> Vec<String> {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
     /// Firmware log lines that signal a failure.
     fn failures(&self) -> Vec<String> {
-        let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
-        log.into_iter().filter(|l| l.contains("panic") || l.starts_with("ERROR")).collect()
+        self.log_lines().into_iter().filter(|l| l.contains("panic") || l.starts_with("ERROR")).collect()
     }
 }
 
@@ -322,14 +348,17 @@ fn qemu_test(board: &Board) -> Result {
         &[
             ("DOORWAY_IDLE_TIMEOUT_MS", TEST_IDLE_TIMEOUT_MS.to_string()),
             ("DOORWAY_CONNECTIONS", TEST_CONNECTIONS.to_string()),
+            ("DOORWAY_DRAIN_TIMEOUT_MS", TEST_DRAIN_TIMEOUT_MS.to_string()),
         ],
     )?;
     print_size(&elf);
     run_cmd(cargo().args(["build", "--release", "-p", "doorway-testkit", "--bin", "doorway-conformance"]))?;
     let start = Instant::now();
     let port = free_port()?;
+    let control_port = free_port()?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut vm = Vm::boot(board, &elf, port)?;
+    let control: SocketAddr = ([127, 0, 0, 1], control_port).into();
+    let mut vm = Vm::boot(board, &elf, port, control_port)?;
     let result = (|| -> Result {
         wait_until_serving(&mut vm, addr)?;
         eprintln!("firmware answers on {addr} after {:.1} s", start.elapsed().as_secs_f64());
@@ -373,7 +402,7 @@ fn qemu_test(board: &Board) -> Result {
         if let Some(status) = vm.exited() {
             return Err(format!("QEMU exited: {status}").into());
         }
-        Ok(())
+        stop_gracefully(&mut vm, addr, control)
     })();
     vm.stop();
     let failures = vm.failures();
@@ -391,6 +420,104 @@ fn qemu_test(board: &Board) -> Result {
     }
     println!("qemu test: passed in {:.1} s", start.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// The graceful stop (step 5 of the module docs): an ECHO client connected, one byte to UART0,
+/// then ERROR 7 and EOF on that client, QEMU exiting 0 by itself, and the final counters logged.
+fn stop_gracefully(vm: &mut Vm, addr: SocketAddr, control: SocketAddr) -> Result {
+    let limit = Duration::from_millis(TEST_DRAIN_TIMEOUT_MS) + STOP_MARGIN;
+    let mut client = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    client.set_nodelay(true)?;
+    client.set_read_timeout(Some(limit))?;
+    let echo = frame(64, 41, b"before the stop");
+    let mut reply = vec![0u8; echo.len()];
+    round_trip(&mut client, &echo, &mut reply)
+        .map_err(|e| format!("qemu stop: ECHO before the stop: {e}"))?;
+    if reply != echo {
+        return Err(format!("qemu stop: ECHO reply differs from the request: {reply:?}").into());
+    }
+    let mut uart = TcpStream::connect_timeout(&control, Duration::from_secs(2))
+        .map_err(|e| format!("qemu stop: cannot reach the UART0 control socket {control}: {e}"))?;
+    uart.write_all(b"q")?;
+    let stopped_at = Instant::now();
+
+    // Exactly one ERROR 7 with `seq` 0, then EOF.
+    let mut header = [0u8; 12];
+    client.read_exact(&mut header).map_err(|e| format!("qemu stop: no ERROR 7 after the stop byte: {e}"))?;
+    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let kind = u16::from_be_bytes([header[4], header[5]]);
+    let flags = u16::from_be_bytes([header[6], header[7]]);
+    let seq = u32::from_be_bytes([header[8], header[9], header[10], header[11]]);
+    if flags != 0 || len < 2 || len > MAX_BODY as usize {
+        return Err(format!("qemu stop: expected ERROR 7, got a frame header {header:?}").into());
+    }
+    let mut body = vec![0u8; len];
+    client.read_exact(&mut body).map_err(|e| format!("qemu stop: ERROR frame cut short: {e}"))?;
+    let code = u16::from_be_bytes([body[0], body[1]]);
+    if kind != 3 || code != 7 || seq != 0 {
+        return Err(format!(
+            "qemu stop: expected ERROR 7 (SHUTTING_DOWN) with seq 0, got kind {kind} code {code} seq {seq} ({:?})",
+            String::from_utf8_lossy(&body[2..])
+        )
+        .into());
+    }
+    let mut rest = [0u8; 64];
+    match client.read(&mut rest) {
+        Ok(0) => {}
+        Ok(n) => {
+            return Err(format!("qemu stop: {n} bytes after ERROR 7 instead of EOF: {:?}", &rest[..n]).into())
+        }
+        Err(e) => return Err(format!("qemu stop: no EOF after ERROR 7: {e}").into()),
+    }
+    drop(client);
+
+    // QEMU exits by itself: semihosting exit 0 once `serve_until` has returned.
+    let status = loop {
+        if let Some(status) = vm.exited() {
+            break status;
+        }
+        if stopped_at.elapsed() > limit {
+            return Err(format!("qemu stop: QEMU still running {limit:?} after the stop byte").into());
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let took = stopped_at.elapsed();
+    drop(uart);
+    if !status.success() {
+        return Err(format!("qemu stop: firmware exited with {status} (expected 0)").into());
+    }
+    vm.join_log();
+    let log = vm.log_lines();
+    let last = log.iter().rev().find(|l| l.contains("doorway stopped:"));
+    let Some(last) = last else {
+        let hint = if have_defmt_print() { "" } else { " (defmt-print is missing: `cargo xtask setup`)" };
+        return Err(format!(
+            "qemu stop: the firmware log has no `doorway stopped:` line with the final counters{hint}"
+        )
+        .into());
+    };
+    let open = log_counter(last, "connections_open=");
+    // `errors_sent_1..7=[n1, n2, ..., n7]`: the ERROR counters by code.
+    let error_7 = last
+        .split_once("errors_sent_1..7=[")
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .and_then(|(list, _)| list.split(',').nth(6))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    if open != Some(0) || error_7.unwrap_or(0) == 0 {
+        return Err(format!(
+            "qemu stop: final counters should show connections_open=0 and at least one ERROR 7: {last}"
+        )
+        .into());
+    }
+    println!("qemu stop: ERROR 7 received, firmware exited 0 in {} ms", took.as_millis());
+    println!("qemu stop: final counters logged: {last}");
+    Ok(())
+}
+
+/// The number after `key` in a firmware log line.
+fn log_counter(line: &str, key: &str) -> Option<u64> {
+    let (_, rest) = line.split_once(key)?;
+    rest.chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().ok()
 }
 
 /// Runs `cmd`, killing it after `limit`.

@@ -2,7 +2,15 @@
 //!
 //! Boot: SysTick/TIMER0 time driver ([`time`]), the LAN9118 driver ([`lan9118`]), an embassy-net
 //! stack with the static address 10.0.2.15/24 (gateway 10.0.2.2, QEMU user networking), and
-//! `doorway_embedded::serve` running the demo service (ECHO, BROADCAST, STATS) on port 7200.
+//! `doorway_embedded::serve_until` running the demo service (ECHO, BROADCAST, STATS) on port 7200.
+//!
+//! # Stopping
+//!
+//! A byte received on UART0 ([`uart`], IRQ 0) is the stop signal: `serve_until` stops accepting,
+//! answers what clients already sent, sends ERROR 7 and closes every connection within the drain
+//! timeout, and returns. The firmware logs the final counters (INFO, `doorway stopped: ...`, named
+//! as in STATS) and ends QEMU through semihosting with exit status 0. `cargo xtask qemu` connects UART0 to a
+//! TCP control socket; under plain `cargo run` (`-serial none`) nothing can stop it but QEMU.
 //!
 //! # Sleeping
 //!
@@ -13,9 +21,10 @@
 //!
 //! # Test builds
 //!
-//! `DOORWAY_IDLE_TIMEOUT_MS` and `DOORWAY_CONNECTIONS` (read at compile time) shorten the idle
-//! timeout and set the connection count, so the conformance suite can exercise both. A panic
-//! or a hard fault logs (defmt) and ends QEMU through semihosting with a failing exit status.
+//! `DOORWAY_IDLE_TIMEOUT_MS`, `DOORWAY_CONNECTIONS` and `DOORWAY_DRAIN_TIMEOUT_MS` (read at
+//! compile time) shorten the idle timeout, set the connection count and the drain timeout, so the
+//! conformance suite and the stop test can exercise them. A panic or a hard fault logs (defmt)
+//! and ends QEMU through semihosting with a failing exit status.
 #![no_std]
 #![no_main]
 
@@ -34,12 +43,13 @@ macro_rules! info {
 mod lan9118;
 mod stack;
 mod time;
+mod uart;
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use cortex_m::interrupt::InterruptNumber;
 use doorway_core::demo::Demo;
-use doorway_embedded::{serve, Config, Storage};
+use doorway_embedded::{serve_until, Config, Storage};
 use embassy_executor::{raw, Spawner};
 use embassy_net::{Ipv4Address, Ipv4Cidr, Runner, Stack, StackResources, StaticConfigV4};
 use embassy_time::Duration;
@@ -68,6 +78,8 @@ const fn env_or(value: Option<&str>, default: u64) -> u64 {
 const CONNECTIONS: usize = env_or(option_env!("DOORWAY_CONNECTIONS"), 4) as usize;
 /// Idle timeout in milliseconds.
 const IDLE_TIMEOUT_MS: u64 = env_or(option_env!("DOORWAY_IDLE_TIMEOUT_MS"), 60_000);
+/// Drain timeout of a graceful stop in milliseconds (the embedded default, 5 s).
+const DRAIN_TIMEOUT_MS: u64 = env_or(option_env!("DOORWAY_DRAIN_TIMEOUT_MS"), 5_000);
 /// Sockets: two more than connections, so a reconnect never waits for the old FIN exchange.
 const SOCKETS: usize = CONNECTIONS + 2;
 /// `max_body` 1 KiB (+ 12-byte header), 2 frames of output, 1 KiB socket buffers.
@@ -90,6 +102,7 @@ fn pender(_context: *mut ()) {
 /// The device interrupts this firmware uses.
 #[derive(Clone, Copy)]
 enum Irq {
+    Uart0Rx = 0,
     Timer0 = 8,
     Ethernet = 13,
 }
@@ -106,6 +119,7 @@ unsafe impl InterruptNumber for Irq {
 #[no_mangle]
 static __INTERRUPTS: [Option<extern "C" fn()>; 32] = {
     let mut table: [Option<extern "C" fn()>; 32] = [None; 32];
+    table[Irq::Uart0Rx as usize] = Some(uart::uart0_rx_isr);
     table[Irq::Timer0 as usize] = Some(time::timer0_isr);
     table[Irq::Ethernet as usize] = Some(lan9118::eth_isr);
     table
@@ -116,13 +130,20 @@ fn main() -> ! {
     stack::paint();
     let core = cortex_m::Peripherals::take().unwrap_or_else(|| fail("core peripherals taken"));
     time::init(core.SYST);
-    info!("doorway mps2-an386: {} connections, idle timeout {} ms", CONNECTIONS, IDLE_TIMEOUT_MS);
+    info!(
+        "doorway mps2-an386: {} connections, idle timeout {} ms, drain timeout {} ms",
+        CONNECTIONS, IDLE_TIMEOUT_MS, DRAIN_TIMEOUT_MS
+    );
     let executor: &'static raw::Executor = EXECUTOR.init(raw::Executor::new(core::ptr::null_mut()));
     if executor.spawner().spawn(boot(executor.spawner())).is_err() {
         fail("spawn boot");
     }
     // SAFETY: the handler is installed in `__INTERRUPTS` and touches only the time driver.
     unsafe { cortex_m::peripheral::NVIC::unmask(Irq::Timer0) };
+    uart::init();
+    // SAFETY: the handler is installed in `__INTERRUPTS` and touches only UART0 (which nothing
+    // else uses after `init`) and the stop signal.
+    unsafe { cortex_m::peripheral::NVIC::unmask(Irq::Uart0Rx) };
     loop {
         WORK.store(false, Ordering::Relaxed);
         // SAFETY: the executor is polled from this loop only, never re-entrantly (the pender
@@ -174,10 +195,40 @@ async fn server(stack: Stack<'static>) -> ! {
     let config = Config {
         max_connections: CONNECTIONS,
         idle_timeout: Duration::from_millis(IDLE_TIMEOUT_MS),
+        drain_timeout: Duration::from_millis(DRAIN_TIMEOUT_MS),
         ..Config::new()
     };
-    info!("doorway listening on 10.0.2.15:{}", config.port);
-    serve(stack, STORAGE.take(), Demo, config).await
+    info!("doorway listening on 10.0.2.15:{}; a byte on UART0 stops it", config.port);
+    let stop = async {
+        let byte = uart::stop_requested().await;
+        info!("stop requested (byte {=u8:#04x} on UART0)", byte);
+    };
+    // The final counters are read from the storage, not taken from `serve_until`'s return value
+    // (the same snapshot): using that value made rustc build the 3.9 KB `serve_until` future on
+    // this task's stack and copy it into the task, a frame that every later poll reserves too
+    // (stack high-water 11 KB -> 15 KB).
+    let storage = STORAGE.take();
+    serve_until(stack, &mut *storage, Demo, config, stop).await;
+    stopped(&storage.counters())
+}
+
+/// Logs the final counters and ends the run with a successful semihosting exit.
+fn stopped(c: &doorway_core::stats::Counters) -> ! {
+    // The names are the STATS keys, so `cargo xtask qemu --test` can check them.
+    info!(
+        "doorway stopped: connections_open={=u64} connections_accepted={=u64} \
+         connections_refused={=u64} frames_in={=u64} frames_out={=u64} bytes_in={=u64} \
+         bytes_out={=u64} errors_sent_1..7={}",
+        c.connections_open,
+        c.connections_accepted,
+        c.connections_refused,
+        c.frames_in,
+        c.frames_out,
+        c.bytes_in,
+        c.bytes_out,
+        c.errors_sent
+    );
+    semihosting::process::exit(0)
 }
 
 /// Logs `why` and ends the run with a failing semihosting exit.
