@@ -123,26 +123,8 @@ fn emfile_refuses_without_a_busy_loop() {
         let mut server = spawn(model);
         let base_fds = server.fd_count().unwrap() as u64;
         server.set_nofile_limit(base_fds + 16).unwrap();
-        let mut conns: Vec<Client> =
-            (0..40).map(|_| Client::connect(server.addr(), TIMEOUT).unwrap()).collect();
-        for (i, c) in conns.iter_mut().enumerate() {
-            let _ = c.send(ECHO, i as u32, b"fd?");
-        }
-        let (mut served, mut closed) = (0, 0);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        for (i, c) in conns.iter_mut().enumerate() {
-            let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-            match c.recv(left) {
-                Ok(f) if f == Frame::new(ECHO, i as u32, b"fd?") => served += 1,
-                Ok(f) if f.error().is_some_and(|(code, _)| code == ErrorCode::ServerFull.code()) => {
-                    closed += 1
-                }
-                Err(RecvError::Closed { .. }) => closed += 1,
-                other => {
-                    panic!("{ctx}: connection {i} beyond the fd limit: {other:?} (neither served nor closed)")
-                }
-            }
-        }
+        let mut conns = connect_and_echo(server.addr(), 40, b"fd?");
+        let (served, closed) = served_or_refused(&mut conns, b"fd?", true, &ctx, "beyond the fd limit");
         let cpu_before = server.cpu_time().unwrap();
         thread::sleep(Duration::from_secs(1));
         let cpu = server.cpu_time().unwrap() - cpu_before;
@@ -269,25 +251,8 @@ fn max_connections_is_capped_by_the_fd_limit() {
             Some(128),
         )
         .unwrap_or_else(|e| panic!("{ctx}: {e}"));
-        let mut conns: Vec<Client> =
-            (0..200).map(|_| Client::connect(server.addr(), TIMEOUT).unwrap()).collect();
-        for (i, c) in conns.iter_mut().enumerate() {
-            let _ = c.send(ECHO, i as u32, b"cap");
-        }
-        let (mut served, mut refused) = (0, 0);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        for (i, c) in conns.iter_mut().enumerate() {
-            let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-            match c.recv(left) {
-                Ok(f) if f == Frame::new(ECHO, i as u32, b"cap") => served += 1,
-                Ok(f) => {
-                    check_error_frame(&f, ErrorCode::ServerFull, 0)
-                        .unwrap_or_else(|e| panic!("{ctx}: connection {i}: {e}"));
-                    refused += 1;
-                }
-                other => panic!("{ctx}: connection {i} of 200 under a 128-fd limit: {other:?}"),
-            }
-        }
+        let mut conns = connect_and_echo(server.addr(), 200, b"cap");
+        let (served, refused) = served_or_refused(&mut conns, b"cap", false, &ctx, "under a 128-fd limit");
         println!("{ctx}: 128-fd limit: {served} served, {refused} refused with ERROR 5");
         assert!(served >= 32, "{ctx}: only {served} served under a 128-fd limit");
         assert!(
@@ -297,4 +262,41 @@ fn max_connections_is_capped_by_the_fd_limit() {
         let mut server = server;
         assert!(server.is_running(), "{ctx}: server died at its fd cap:\n{}", server.stderr_text());
     });
+}
+
+/// Opens `n` connections and sends each an ECHO of `body` with its index as `seq`.
+fn connect_and_echo(addr: std::net::SocketAddr, n: usize, body: &[u8]) -> Vec<Client> {
+    let mut conns: Vec<Client> = (0..n).map(|_| Client::connect(addr, TIMEOUT).unwrap()).collect();
+    for (i, c) in conns.iter_mut().enumerate() {
+        let _ = c.send(ECHO, i as u32, body);
+    }
+    conns
+}
+
+/// Reads each connection's answer within 5 s in all: its echo (served) or ERROR 5 with `seq` 0
+/// (refused), or, where `closed_counts`, a close without a frame (refused on the spot by a
+/// server out of descriptors). Anything else, a timeout included, fails the test.
+fn served_or_refused(
+    conns: &mut [Client],
+    body: &[u8],
+    closed_counts: bool,
+    ctx: &str,
+    what: &str,
+) -> (usize, usize) {
+    let (mut served, mut refused, n) = (0, 0, conns.len());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for (i, c) in conns.iter_mut().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        match c.recv(left) {
+            Ok(f) if f == Frame::new(ECHO, i as u32, body) => served += 1,
+            Ok(f) => {
+                check_error_frame(&f, ErrorCode::ServerFull, 0)
+                    .unwrap_or_else(|e| panic!("{ctx}: connection {i} {what}: {e}"));
+                refused += 1;
+            }
+            Err(RecvError::Closed { .. }) if closed_counts => refused += 1,
+            other => panic!("{ctx}: connection {i} of {n} {what}: {other:?} (neither served nor refused)"),
+        }
+    }
+    (served, refused)
 }
