@@ -12,6 +12,9 @@
 //!   [`crate::shard::INBOX_CAP_BYTES`] of bodies: past it, `send_to` answers `Full`, and a
 //!   broadcast is not counted for that shard, whose open connections are closed with ERROR 6 (each
 //!   missed a message), so memory stays bounded and nothing is dropped silently.
+//! - The handler runs under its own slot's lock, so nothing here ever locks that slot again: an id
+//!   of the same slot that is not the current one is a stale id (`Closed`), and `broadcast` serves
+//!   its own slot through `st` directly. `on_close` runs after the slot lock is released.
 //! - Timers are per connection, on the deal role's wheel (`doorway_core::wheel`, millisecond ticks,
 //!   fired at the monitor's 10 ms tick), and die with the connection.
 //! - `counters` sums every thread's counters (STATS).
@@ -70,6 +73,11 @@ impl Context for Cx<'_, '_> {
         }
         let (shard, local) = crate::shard::split_index(to.index());
         if shard == self.shard.index {
+            if local == self.idx {
+                // An earlier occupant of this very slot: its connection is gone. (Taking the slot's
+                // lock again here would spin forever on the lock this handler runs under.)
+                return Err(SendError::Closed);
+            }
             self.push_other(local, Some(to), kind, seq, body)
         } else {
             self.shard.send_remote(shard, crate::shard::Remote::SendTo { to, kind, seq, body: body.to_vec() })

@@ -236,3 +236,47 @@ fn a_full_inbox_closes_the_starved_shards_connections_with_error_6() {
     running.stop();
     running.wait().unwrap();
 }
+
+/// A handler runs under its own slot's lock: sending to an earlier id of that same slot must
+/// answer `Closed`, not wait for that lock (it once hung the whole shard: no accepts, no replies).
+fn stale_id_of_own_slot(model: Model) {
+    let cfg = Config { listen: "127.0.0.1:0".parse().unwrap(), model, ..Config::default() };
+    let running = Server::builder().config(cfg).start(Relay).unwrap();
+    let addr = running.local_addr();
+    let mut a = Client::connect(addr, T).unwrap();
+    let a_id = whoami(&mut a);
+    drop(a);
+    // Once A's slot is freed, a new connection takes it with the next generation (the others are
+    // kept open meanwhile, so the slot cannot be skipped).
+    let deadline = Instant::now() + T;
+    let mut others = Vec::new();
+    let (mut b, b_id) = loop {
+        let mut c = Client::connect(addr, T).unwrap();
+        let id = whoami(&mut c);
+        if ConnId::from_u64(id).index() == ConnId::from_u64(a_id).index() {
+            break (c, id);
+        }
+        assert!(Instant::now() < deadline, "{model:?}: slot of {a_id:#x} never reused");
+        others.push(c);
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_ne!(a_id, b_id);
+    assert_eq!(send(&mut b, a_id, 7, b"to my slot's past"), b"closed", "{model:?}");
+    // The shard still serves: B, and a new connection.
+    assert_eq!(whoami(&mut b), b_id);
+    let mut c = Client::connect(addr, T).unwrap();
+    whoami(&mut c);
+    drop((b, c, others));
+    running.stop();
+    running.wait().unwrap();
+}
+
+#[test]
+fn sending_to_an_earlier_id_of_ones_own_slot_answers_closed_fused() {
+    stale_id_of_own_slot(Model::Fused);
+}
+
+#[test]
+fn sending_to_an_earlier_id_of_ones_own_slot_answers_closed_pipeline() {
+    stale_id_of_own_slot(Model::Pipeline);
+}
