@@ -117,7 +117,8 @@ pub struct ConnState {
     pub phase: Phase,
     /// Counts toward `max_connections` (false for a refused connection).
     pub admitted: bool,
-    /// `on_open` ran (so `on_close` must run).
+    /// `on_open` ran, so `on_close` must run exactly once (and only then: a refused connection,
+    /// or one that died before its first deal, never reaches the service).
     pub opened: bool,
     /// A refused header waits behind the frames before it.
     pub refusal: Option<Refusal>,
@@ -368,7 +369,9 @@ impl Conn {
                         return READ;
                     }
                     if !self.st.idle_probe_read {
-                        // The receive role has not had its turn yet (a backlog): ask again.
+                        // The receive role has not had its turn yet (a backlog): ask again, and
+                        // move the probe so the next look is due in the future, not at once.
+                        self.st.idle_probe = Some(now);
                         return READ;
                     }
                     log::debug!(
@@ -503,5 +506,52 @@ impl ConnState {
             Phase::Closing | Phase::Lingering => Some(self.deadline),
             Phase::Dead => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The idle check of a connection whose probe read has not run yet (the receive role is
+    /// behind, as in the pipeline model on a loaded machine).
+    #[test]
+    fn an_idle_probe_waiting_for_its_read_is_rechecked_later_not_at_once() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut conn = Conn::new(ConnId::new(0, 0), OwnedFd::from(a), 0);
+        let p = Params {
+            decoder: Decoder::new(1024),
+            high: 1 << 20,
+            low: 1 << 18,
+            hard_cap: 4 << 20,
+            idle_ms: 1000,
+            write_ms: 5000,
+            linger_ms: 100,
+        };
+        let (in_pool, out_pool, c) = (Pool::new(true, 4, 0), Pool::new(false, 4, 0), Counters::default());
+        let io = |now| Io {
+            p: &p,
+            in_pool: &in_pool,
+            out_pool: &out_pool,
+            c: &c,
+            now,
+            stopping: false,
+            drain_deadline: u64::MAX,
+        };
+        assert_eq!(conn.check(&io(1000)), READ, "the idle deadline asks for a probe read first");
+        // The receive role has not run; the deal role looks again much later.
+        for now in [1500, 4000] {
+            assert_eq!(conn.check(&io(now)), READ, "no read yet: ask again, do not close");
+            let next = conn.st.next_check(&p).unwrap();
+            assert!(
+                next > now,
+                "the next check ({next} ms) is due at once at {now} ms: the deal thread spins"
+            );
+        }
+        // Once the read ran and found nothing, the connection is idle.
+        conn.st.idle_probe_read = true;
+        let next = conn.st.next_check(&p).unwrap();
+        assert_ne!(conn.check(&io(next)), READ);
+        assert_eq!(conn.st.phase, Phase::Closing);
     }
 }
