@@ -34,6 +34,17 @@ impl Model {
     }
 }
 
+/// What a panic in a service hook (a handler, `on_open`, `on_timer`, `on_close`) does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OnPanic {
+    /// Close the connection the hook ran for (its owed replies are flushed first), count it as
+    /// `handler_panics`, log it, and serve on.
+    Close,
+    /// Abort the process (for operators who prefer a crash and a restart by their supervisor).
+    Abort,
+}
+
 /// Log verbosity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -92,6 +103,11 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     /// Log verbosity.
     pub log_level: LogLevel,
+    /// What a panicking service hook does.
+    pub on_panic: OnPanic,
+    /// Bytes all connections' input and output buffers may hold together; past it, new output to
+    /// the connections holding the most unsent bytes ends them with ERROR 6.
+    pub memory_limit: usize,
 }
 
 impl Default for Config {
@@ -110,6 +126,8 @@ impl Default for Config {
             linger: Duration::from_millis(2_000),
             metrics_addr: None,
             log_level: LogLevel::Info,
+            on_panic: OnPanic::Close,
+            memory_limit: default_memory_limit(),
         }
     }
 }
@@ -201,6 +219,16 @@ pub struct Cli {
     /// Log level on stderr [default: info].
     #[arg(long, value_enum)]
     pub log_level: Option<LogLevel>,
+    /// A panic in a service hook: close that connection and serve on (counted as handler_panics),
+    /// or abort the process [default: close].
+    #[arg(long, value_enum)]
+    pub on_panic: Option<OnPanic>,
+    /// Bytes every connection's input and output buffers may hold together (suffixes K, M, G,
+    /// KiB, MiB, GiB); past it, new output to the connections holding the most unsent bytes ends
+    /// them with ERROR 6, and well-behaved connections are unaffected [default: a quarter of
+    /// physical memory].
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub memory_limit: Option<usize>,
 }
 
 /// The same settings as they appear in a TOML file.
@@ -220,6 +248,53 @@ struct FileConfig {
     linger_ms: Option<u64>,
     metrics_addr: Option<SocketAddr>,
     log_level: Option<LogLevel>,
+    on_panic: Option<OnPanic>,
+    memory_limit: Option<Size>,
+}
+
+/// A byte count in a TOML file: an integer or a string with a suffix (`"128MiB"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Size {
+    Bytes(usize),
+    Text(String),
+}
+
+impl Size {
+    fn bytes(&self) -> Result<usize, ConfigError> {
+        match self {
+            Size::Bytes(n) => Ok(*n),
+            Size::Text(t) => parse_size(t).map_err(|_| ConfigError::Invalid {
+                setting: "memory-limit",
+                reason: "must be a byte count such as 134217728, 128MiB or 1G",
+            }),
+        }
+    }
+}
+
+/// Parses a byte count: digits, optionally followed by K, M, G (powers of 1000) or KiB, MiB, GiB
+/// (powers of 1024), case-insensitive.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: usize = digits.parse().map_err(|_| format!("`{text}` is not a byte count"))?;
+    let scale: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "m" | "mb" => 1_000_000,
+        "g" | "gb" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        _ => return Err(format!("`{text}`: unknown unit (use K, M, G, KiB, MiB or GiB)")),
+    };
+    n.checked_mul(scale).ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// The default `memory_limit`: a quarter of physical memory (1 GiB where it cannot be read).
+pub fn default_memory_limit() -> usize {
+    crate::sys::mem::physical_bytes().map_or(1 << 30, |b| (b / 4) as usize)
 }
 
 impl FileConfig {
@@ -260,6 +335,12 @@ impl Cli {
             linger: self.linger_ms.or(file.linger_ms).map(ms).unwrap_or(d.linger),
             metrics_addr: self.metrics_addr.or(file.metrics_addr),
             log_level: self.log_level.or(file.log_level).unwrap_or(d.log_level),
+            on_panic: self.on_panic.or(file.on_panic).unwrap_or(d.on_panic),
+            memory_limit: match (self.memory_limit, &file.memory_limit) {
+                (Some(n), _) => n,
+                (None, Some(size)) => size.bytes()?,
+                (None, None) => d.memory_limit,
+            },
         };
         cfg.validate()?;
         Ok(cfg)
@@ -270,6 +351,8 @@ impl Cli {
 pub const MAX_MAX_BODY: u32 = 16 << 20;
 /// The most shards.
 pub const MAX_SHARDS: usize = 64;
+/// The smallest `memory_limit` accepted.
+pub const MIN_MEMORY_LIMIT: usize = 1 << 20;
 /// The longest timeout accepted (one day), so tick arithmetic never overflows.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
 
@@ -303,6 +386,9 @@ impl Config {
         }
         if self.low_watermark >= self.high_watermark {
             return bad("low-watermark", "must be below --high-watermark");
+        }
+        if self.memory_limit < MIN_MEMORY_LIMIT {
+            return bad("memory-limit", "must be at least 1MiB");
         }
         Ok(())
     }
@@ -348,9 +434,29 @@ mod tests {
             &["--low-watermark", "10", "--high-watermark", "10"],
             &["--idle-timeout-ms", "0"],
             &["--max-connections", "0"],
+            &["--memory-limit", "1000"],
         ] {
             let err = cli(args).into_config().unwrap_err();
             assert!(matches!(err, ConfigError::Invalid { .. }), "{args:?}: {err}");
         }
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_decimal_and_binary_suffixes() {
+        assert_eq!(parse_size("134217728"), Ok(134_217_728));
+        assert_eq!(parse_size("128MiB"), Ok(128 << 20));
+        assert_eq!(parse_size("2g"), Ok(2_000_000_000));
+        assert_eq!(parse_size("1 GiB"), Ok(1 << 30));
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("").is_err());
+        let cli = Cli::try_parse_from(["doorway", "--memory-limit", "64MiB", "--on-panic", "abort"]).unwrap();
+        let cfg = cli.into_config().unwrap();
+        assert_eq!((cfg.memory_limit, cfg.on_panic), (64 << 20, OnPanic::Abort));
+        assert!(Config::default().memory_limit >= MIN_MEMORY_LIMIT);
     }
 }

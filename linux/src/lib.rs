@@ -40,5 +40,5 @@ pub mod stats;
 pub mod sync;
 pub mod sys;
 
-pub use config::{Cli, Config, ConfigError, LogLevel, Model};
+pub use config::{Cli, Config, ConfigError, LogLevel, Model, OnPanic};
 pub use server::{Builder, Handle, Running, Server};

@@ -137,6 +137,9 @@ impl Running {
         for shard in &self.shards {
             shard.close_all();
         }
+        if let Some(why) = self.shared.died.lock().ok().and_then(|mut d| d.take()) {
+            return Err(io::Error::other(why));
+        }
         log::info!("stopped");
         Ok(())
     }
@@ -260,38 +263,54 @@ fn start<S: Service + Clone + Send + 'static>(cfg: Config, signals: bool, servic
             Model::Fused => {
                 let (shard, svc) = (shard.clone(), service.clone());
                 let c = c[0].clone();
-                threads.push(spawn(name("fused"), move || run_fused(&shard, svc, c))?);
+                threads.push(spawn(&shared, name("fused"), move || run_fused(&shard, svc, c))?);
             }
             Model::Pipeline => {
                 let s = shard.clone();
                 let cm = c[0].clone();
-                threads.push(spawn(name("monitor"), move || run_monitor(&s, &cm))?);
+                threads.push(spawn(&shared, name("monitor"), move || run_monitor(&s, &cm))?);
                 let s = shard.clone();
                 let cr = c[1].clone();
-                threads.push(spawn(name("receive"), move || {
+                threads.push(spawn(&shared, name("receive"), move || {
                     run_queue_role(&s, &s.read_q, &cr, Shard::receive_batch)
                 })?);
                 let (s, svc) = (shard.clone(), service.clone());
                 let cd = c[2].clone();
-                threads.push(spawn(name("deal"), move || run_deal(&s, svc, cd))?);
+                threads.push(spawn(&shared, name("deal"), move || run_deal(&s, svc, cd))?);
                 let s = shard.clone();
                 let cs = c[3].clone();
-                threads.push(spawn(name("send"), move || {
+                threads.push(spawn(&shared, name("send"), move || {
                     run_queue_role(&s, &s.send_q, &cs, Shard::send_batch)
                 })?);
             }
         }
     }
     if let Some(listener) = metrics {
-        let shared = shared.clone();
-        spawn("doorway-metrics".to_string(), move || serve_metrics(listener, &shared))?;
+        let watched = shared.clone();
+        spawn(&shared, "doorway-metrics".to_string(), move || serve_metrics(listener, &watched))?;
     }
     log::info!("listening on {addr} (model={} shards={n_shards}, max-connections {max_conns})", model.name());
     Ok(Running { addr, metrics_addr, shared, threads, shards })
 }
 
-fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {
-    std::thread::Builder::new().name(name).spawn(f)
+/// Spawns a server thread under watch: if it dies of a panic (one outside the service hooks, which
+/// are caught where they run), the whole server drains and `wait` reports it.
+fn spawn(
+    shared: &Arc<ServerShared>,
+    name: String,
+    f: impl FnOnce() + Send + 'static,
+) -> io::Result<JoinHandle<()>> {
+    let shared = shared.clone();
+    std::thread::Builder::new().name(name.clone()).spawn(move || {
+        if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            let why = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a non-text panic payload".to_string());
+            shared.thread_died(&name, &why);
+        }
+    })
 }
 
 /// Iterations a role thread polls its queue before parking (hand-offs that come within a few
@@ -368,6 +387,7 @@ fn run_fused<S: Service>(shard: &Shard, mut service: S, counters: Arc<Counters>)
         shard.send_q.drain_into(&mut send_rx, &shard.doors, &mut batch);
         shard.send_batch(&batch, c, &mut touched);
     }
+    shard.close_remaining(&mut service, &mut env);
     shard.exit.store(true, Ordering::Release);
 }
 
@@ -445,6 +465,7 @@ fn run_deal<S: Service>(shard: &Shard, mut service: S, counters: Arc<Counters>) 
             });
         }
     }
+    shard.close_remaining(&mut service, &mut env);
 }
 
 /// A tiny HTTP/1.0 responder: `GET /metrics` answers the Prometheus text, anything else 404.
@@ -491,7 +512,23 @@ fn serve_metrics(listener: TcpListener, shared: &ServerShared) {
 
 #[cfg(test)]
 mod tests {
-    use super::FdBudget;
+    use super::{spawn, FdBudget, Server};
+    use crate::Config;
+
+    /// A server thread that dies of a panic the hooks do not catch must not leave a half-alive
+    /// server: the rest drains and `wait` returns the death as an error.
+    #[test]
+    fn a_dead_server_thread_makes_wait_fail_instead_of_serving_half_alive() {
+        let cfg = Config { listen: "127.0.0.1:0".parse().unwrap(), ..Config::default() };
+        let mut running = Server::builder().config(cfg).start(doorway_core::demo::Demo).unwrap();
+        let victim =
+            spawn(&running.shared, "doorway-test-victim".into(), || panic!("injected failure")).unwrap();
+        running.threads.push(victim);
+        let started = std::time::Instant::now();
+        let err = running.wait().expect_err("wait must report the dead thread");
+        assert!(err.to_string().contains("doorway-test-victim died: injected failure"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "the server did not stop");
+    }
 
     #[test]
     fn a_roomy_limit_keeps_the_configured_figures() {

@@ -45,7 +45,7 @@ use doorway_core::slab::{self, ConnId, Slab};
 
 use crate::buf::Pool;
 use crate::codec;
-use crate::config::Config;
+use crate::config::{Config, OnPanic};
 use crate::conn::{Conn, ConnState, Io, Params, Phase, Sched, DEAL, READ, SEND};
 use crate::cx::Cx;
 use crate::stats::{Counter, Counters, Stats};
@@ -99,6 +99,9 @@ pub struct ServerShared {
     pub drain_deadline: AtomicU64,
     pub(crate) shards: OnceLock<Vec<Weak<Shard>>>,
     pub(crate) stats: OnceLock<Stats>,
+    /// The first server thread that died (a panic outside any service hook): the server drains
+    /// and `Running::wait` returns it as an error.
+    pub(crate) died: std::sync::Mutex<Option<String>>,
     start: Instant,
 }
 
@@ -127,6 +130,7 @@ impl ServerShared {
             drain_deadline: AtomicU64::new(u64::MAX),
             shards: OnceLock::new(),
             stats: OnceLock::new(),
+            died: std::sync::Mutex::new(None),
             start: Instant::now(),
         }
     }
@@ -151,6 +155,16 @@ impl ServerShared {
             .flatten()
             .filter_map(Weak::upgrade)
             .all(|s| s.exit.load(Ordering::Acquire))
+    }
+
+    /// A server thread died: remember the first death and drain the whole server, so the process
+    /// ends (with an error from `Running::wait`) instead of serving half-alive.
+    pub fn thread_died(&self, thread: &str, why: &str) {
+        log::error!("server thread {thread} died: {why}; stopping the server");
+        if let Ok(mut died) = self.died.lock() {
+            died.get_or_insert_with(|| format!("server thread {thread} died: {why}"));
+        }
+        self.stop();
     }
 
     /// Starts the graceful drain on every shard (idempotent).
@@ -253,6 +267,26 @@ pub enum TimerKind {
         /// The service's token.
         token: u32,
     },
+}
+
+/// A service hook, named in the log when it panics.
+#[derive(Debug, Clone, Copy)]
+enum Hook {
+    Open(ConnId),
+    Frame(ConnId, u16),
+    Timer(ConnId, u32),
+    Close(ConnId),
+}
+
+impl std::fmt::Display for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Hook::Open(id) => write!(f, "{id}: on_open"),
+            Hook::Frame(id, kind) => write!(f, "{id}: the handler of kind {kind}"),
+            Hook::Timer(id, token) => write!(f, "{id}: on_timer (token {token})"),
+            Hook::Close(id) => write!(f, "{id}: on_close"),
+        }
+    }
 }
 
 /// One wheel entry: a connection (global id) and what to do.
@@ -629,7 +663,6 @@ impl Shard {
         } else {
             c.add(Counter::Refused, 1);
             conn.st.admitted = false;
-            conn.st.opened = true;
             let io = self.io(c);
             conn.st.begin_close(&io, Some((ErrorCode::ServerFull, 0)));
         }
@@ -733,27 +766,33 @@ impl Shard {
             return;
         }
         let Conn { inb, st } = &mut *conn;
+        let id = st.id;
         let mut sched = 0;
-        if !st.opened {
+        if !st.opened && st.admitted && st.phase == Phase::Open {
             st.opened = true;
-            let mut cx = Cx { shard: self, idx, st, env, io, sched: 0 };
-            service.on_open(&mut cx);
+            let mut cx = Cx { shard: self, idx, st: &mut *st, env: &mut *env, io, sched: 0 };
+            let ran = self.guarded(io, Hook::Open(id), || service.on_open(&mut cx));
             sched |= cx.sched;
+            if ran.is_none() {
+                sched |= st.begin_close(io, None);
+            }
         }
         if st.phase == Phase::Open {
             let decoder = &io.p.decoder;
             while inb.has_frames() && st.phase == Phase::Open && st.out.len() <= io.p.high {
                 let Some(frame) = codec::decode(decoder, inb.frames()) else { break };
                 let len = frame.wire_len();
+                let kind = frame.header.kind;
                 let mut cx = Cx { shard: self, idx, st: &mut *st, env: &mut *env, io, sched: 0 };
-                let ctl = handle_frame(service, &mut cx, &frame);
+                let ctl = self.guarded(io, Hook::Frame(id, kind), || handle_frame(service, &mut cx, &frame));
                 sched |= cx.sched;
                 inb.consume(len);
                 match ctl {
-                    Control::Continue => {}
-                    Control::Bye => sched |= st.begin_close(io, None),
-                    Control::SendFailed(SendError::Full) => sched |= st.slow_consumer(io),
-                    Control::SendFailed(e) => {
+                    None => sched |= st.begin_close(io, None),
+                    Some(Control::Continue) => {}
+                    Some(Control::Bye) => sched |= st.begin_close(io, None),
+                    Some(Control::SendFailed(SendError::Full)) => sched |= st.slow_consumer(io),
+                    Some(Control::SendFailed(e)) => {
                         log::debug!("{}: reply not queued ({e}), closing", st.id);
                         sched |= st.begin_close(io, None);
                     }
@@ -790,6 +829,29 @@ impl Shard {
         }
         drop(slot);
         self.schedule(idx, sched, &mut env.touched);
+    }
+
+    /// Runs a service hook, catching a panic: `None` when it panicked (logged with the connection
+    /// and the hook, counted as `handler_panics`; the caller closes the connection). With
+    /// `--on-panic abort` the process aborts instead.
+    fn guarded<R>(&self, io: &Io<'_>, hook: Hook, f: impl FnOnce() -> R) -> Option<R> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            Ok(r) => Some(r),
+            Err(payload) => {
+                let msg = payload
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                    .unwrap_or("(a non-text panic payload)");
+                io.c.add(Counter::HandlerPanics, 1);
+                if self.server.cfg.on_panic == OnPanic::Abort {
+                    log::error!("{hook} panicked: {msg}; aborting (--on-panic abort)");
+                    std::process::abort();
+                }
+                log::error!("{hook} panicked: {msg}; closing the connection");
+                None
+            }
+        }
     }
 
     fn arm_check(&self, st: &mut ConnState, env: &mut DealEnv) {
@@ -832,9 +894,13 @@ impl Shard {
         } else {
             self.server.refusing.fetch_sub(1, Ordering::AcqRel);
         }
+        let opened = conn.st.opened;
         drop(conn);
         log::trace!("closed {id}");
-        service.on_close(id);
+        if opened {
+            let io = self.io(&env.counters);
+            let _ = self.guarded(&io, Hook::Close(id), || service.on_close(id));
+        }
     }
 
     /// Queues a frame on slot `local` of this shard (for `send_to`/`broadcast` from a handler of
@@ -1000,9 +1066,13 @@ impl Shard {
                 TimerKind::Service { token } => {
                     let Some(pos) = conn.st.timers.iter().position(|t| t.1 == timer) else { continue };
                     conn.st.timers.swap_remove(pos);
+                    let id = conn.st.id;
                     let mut cx = Cx { shard: self, idx, st: &mut conn.st, env: &mut *env, io: &io, sched: 0 };
-                    service.on_timer(&mut cx, token);
+                    let ran = self.guarded(&io, Hook::Timer(id, token), || service.on_timer(&mut cx, token));
                     sched |= cx.sched;
+                    if ran.is_none() {
+                        sched |= conn.st.begin_close(&io, None);
+                    }
                     conn.st.after_output(&io);
                 }
             }
@@ -1014,7 +1084,18 @@ impl Shard {
         }
     }
 
-    /// Closes every remaining connection (end of the drain).
+    /// The deal role's last act, once the shard is done: frees every connection the drain left,
+    /// running `on_close` for those the service opened (so each `on_open` gets its `on_close`).
+    pub fn close_remaining<S: Service>(&self, service: &mut S, env: &mut DealEnv) {
+        for idx in 0..self.high_index() {
+            let conn = self.slots[idx as usize].lock().take();
+            if let Some(conn) = conn {
+                self.free(idx, conn, service, env);
+            }
+        }
+    }
+
+    /// Closes every remaining connection without the service (a backstop after the threads ended).
     pub fn close_all(&self) {
         for slot in self.slots.iter() {
             slot.lock().take();

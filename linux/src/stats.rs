@@ -28,6 +28,10 @@ pub enum Counter {
     BytesIn,
     /// Bytes written.
     BytesOut,
+    /// Service hooks that panicked (each closed its connection, or aborted the process).
+    HandlerPanics,
+    /// Connections ended with ERROR 6 because the memory limit was reached.
+    MemoryLimitCloses,
     /// ERROR frames sent, code 1 (the next six follow in order).
     Errors1,
 }
@@ -134,6 +138,9 @@ impl Stats {
     /// Visits the STATS keys (doorway-core's `stats::Counters`) in order.
     pub fn visit(&self, visit: &mut dyn FnMut(&str, u64)) {
         self.snapshot().visit(visit);
+        // The Linux server's own counters follow the common keys.
+        visit("handler_panics", self.sum(Counter::HandlerPanics));
+        visit("memory_limit_closes", self.sum(Counter::MemoryLimitCloses));
     }
 
     /// The counters as Prometheus text exposition.
@@ -171,6 +178,18 @@ impl Stats {
             "counter",
             "Bytes written to clients.",
             self.sum(Counter::BytesOut),
+        );
+        metric(
+            "doorway_handler_panics_total",
+            "counter",
+            "Service hooks that panicked.",
+            self.sum(Counter::HandlerPanics),
+        );
+        metric(
+            "doorway_memory_limit_closes_total",
+            "counter",
+            "Connections ended with ERROR 6 because the memory limit was reached.",
+            self.sum(Counter::MemoryLimitCloses),
         );
         let _ = writeln!(s, "# HELP doorway_errors_sent_total ERROR frames sent, by code.");
         let _ = writeln!(s, "# TYPE doorway_errors_sent_total counter");
@@ -214,7 +233,7 @@ mod tests {
         stats.visit(&mut |k, v| seen.push((k.to_string(), v)));
         assert_eq!(seen[0], ("connections_open".to_string(), 2));
         assert_eq!(seen[11], ("errors_sent_5".to_string(), 1));
-        assert_eq!(seen.len(), 14);
+        assert_eq!(seen.len(), 16);
         let text = stats.prometheus();
         assert!(text.contains("doorway_errors_sent_total{code=\"5\"} 1"), "{text}");
         assert!(text.contains("doorway_connections_open 2"), "{text}");
