@@ -7,11 +7,20 @@
 //! - [`InBuf`]: the receive buffer. Bytes `[start, cut)` are whole frames already validated by the
 //!   receive role, `[cut, end)` an incomplete frame. A frame larger than a block moves to a large
 //!   buffer of `max_body + 12 + BLOCK` bytes, recycled by the pool (a few are kept) when empty.
+//! - [`MemoryBudget`]: every block and large buffer a pool allocates is charged to the process-wide
+//!   budget (`--memory-limit`) until it is freed (blocks kept in a free list stay charged: they are
+//!   resident too), in one padded cell per pool; recycling costs nothing. The sum is read only when
+//!   a connection's pending output grows past a block (see `ConnState::push_frame`). Buffers are
+//!   held to three quarters of the limit: the rest is headroom for what the allocator keeps around
+//!   them (fragmentation, the pools' bookkeeping),
+//!   so the process's resident memory stays under the limit plus its idle baseline.
 //! - [`OutBuf`]: pending output as a queue of blocks. A frame never straddles two blocks, so every
 //!   block starts on a frame boundary; that is what lets a slow consumer's output be discarded while
 //!   completing the one frame already partly written.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crate::codec::{self, HEADER_LEN};
 use crate::sync::Lock;
@@ -19,8 +28,68 @@ use crate::sync::Lock;
 /// Size of a pooled block.
 pub const BLOCK: usize = 16 * 1024;
 
+/// The process-wide budget of connection buffer memory: bytes held by connections' input and output
+/// buffers, summed over one cell per pool.
+pub struct MemoryBudget {
+    limit: usize,
+    cells: Box<[Cell]>,
+}
+
+/// One pool's bytes out, on its own cache line.
+#[repr(align(128))]
+#[derive(Default)]
+struct Cell(AtomicUsize);
+
+impl MemoryBudget {
+    /// A budget of `limit` bytes shared by `pools` pools.
+    pub fn new(limit: usize, pools: usize) -> Arc<MemoryBudget> {
+        Arc::new(MemoryBudget { limit, cells: (0..pools).map(|_| Cell::default()).collect() })
+    }
+
+    /// The limit in bytes.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Bytes held now by every connection's buffers (a sum of relaxed reads: a moment's view).
+    pub fn used(&self) -> usize {
+        // Relaxed: an estimate for a policy decision; no memory is published through it.
+        self.cells.iter().map(|c| c.0.load(Ordering::Relaxed)).fold(0, usize::wrapping_add)
+    }
+
+    /// The bytes buffers may hold: three quarters of the limit.
+    fn soft(&self) -> usize {
+        self.limit - self.limit / 4
+    }
+
+    /// Whether `more` bytes would take the buffers past their part of the limit (three quarters).
+    pub fn exceeded_by(&self, more: usize) -> bool {
+        self.used().saturating_add(more) > self.soft()
+    }
+
+    /// The unsent bytes a connection may hold while the budget is exceeded, with `admitted`
+    /// connections: half the buffers' part split evenly (at least a block), so all connections
+    /// within their share hold at most half of it together, and the other half covers input.
+    pub fn share(&self, admitted: usize) -> usize {
+        (self.soft() / admitted.max(1) / 2).max(BLOCK)
+    }
+
+    #[inline]
+    fn charge(&self, cell: usize, bytes: usize) {
+        // Relaxed: a byte count, read only as an estimate.
+        self.cells[cell].0.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    #[inline]
+    fn refund(&self, cell: usize, bytes: usize) {
+        // Relaxed: as in `charge`.
+        self.cells[cell].0.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
 /// A pool of free blocks (and, for input, of large buffers that hold one `max_body` frame).
 pub struct Pool {
+    budget: Option<(Arc<MemoryBudget>, usize)>,
     free: Lock<Vec<Vec<u8>>>,
     max_free: usize,
     zeroed: bool,
@@ -37,6 +106,7 @@ impl Pool {
     /// `large_size` (0: none) is the size of the large input buffers it also recycles.
     pub fn new(zeroed: bool, max_free: usize, large_size: usize) -> Pool {
         Pool {
+            budget: None,
             free: Lock::new(Vec::new()),
             max_free,
             zeroed,
@@ -46,17 +116,33 @@ impl Pool {
         }
     }
 
+    /// Charges what this pool hands out to `budget`'s cell `cell`.
+    pub fn with_budget(mut self, budget: Arc<MemoryBudget>, cell: usize) -> Pool {
+        self.budget = Some((budget, cell));
+        self
+    }
+
+    /// Charges a newly allocated buffer to the budget.
+    #[inline]
+    fn charged(&self, b: Vec<u8>) -> Vec<u8> {
+        if let Some((budget, cell)) = &self.budget {
+            budget.charge(*cell, b.capacity());
+        }
+        b
+    }
+
     /// A block: `BLOCK` zero-or-stale bytes long if zeroed, else empty with `BLOCK` capacity.
     #[inline]
     pub fn get(&self) -> Vec<u8> {
         if let Some(b) = self.free.lock().pop() {
             return b;
         }
-        if self.zeroed {
-            vec![0; BLOCK]
-        } else {
-            Vec::with_capacity(BLOCK)
-        }
+        self.charged(if self.zeroed { vec![0; BLOCK] } else { Vec::with_capacity(BLOCK) })
+    }
+
+    /// An empty buffer for `bytes` of output larger than a block.
+    pub fn get_exact(&self, bytes: usize) -> Vec<u8> {
+        self.charged(Vec::with_capacity(bytes))
     }
 
     /// A full-length buffer of at least `need` bytes: a recycled large buffer when it fits.
@@ -65,9 +151,9 @@ impl Pool {
             if let Some(b) = self.large.lock().pop() {
                 return b;
             }
-            return vec![0; self.large_size];
+            return self.charged(vec![0; self.large_size]);
         }
-        vec![0; need + BLOCK]
+        self.charged(vec![0; need + BLOCK])
     }
 
     /// Returns a block or large buffer; anything else (or beyond what is kept) is freed.
@@ -88,6 +174,9 @@ impl Pool {
                 large.push(b);
                 return;
             }
+        }
+        if let Some((budget, cell)) = &self.budget {
+            budget.refund(*cell, b.capacity());
         }
         // Relaxed: a statistic for the monitor's trim decision.
         self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -262,7 +351,7 @@ impl OutBuf {
         let total = HEADER_LEN + body.len();
         let fits = matches!(self.blocks.back(), Some(b) if b.capacity() == BLOCK && BLOCK - b.len() >= total);
         if !fits {
-            let b = if total <= BLOCK { pool.get() } else { Vec::with_capacity(total) };
+            let b = if total <= BLOCK { pool.get() } else { pool.get_exact(total) };
             self.blocks.push_back(b);
         }
         if let Some(b) = self.blocks.back_mut() {
@@ -278,7 +367,7 @@ impl OutBuf {
         let fits =
             matches!(self.blocks.back(), Some(b) if b.capacity() == BLOCK && BLOCK - b.len() >= frames.len());
         if !fits {
-            let b = if frames.len() <= BLOCK { pool.get() } else { Vec::with_capacity(frames.len()) };
+            let b = if frames.len() <= BLOCK { pool.get() } else { pool.get_exact(frames.len()) };
             self.blocks.push_back(b);
         }
         if let Some(b) = self.blocks.back_mut() {
@@ -383,6 +472,24 @@ impl OutBuf {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_budget_counts_what_the_pools_allocated_until_it_is_freed() {
+        let budget = MemoryBudget::new(1 << 20, 2);
+        let pool = Pool::new(false, 4, 0).with_budget(budget.clone(), 1);
+        let mut out = OutBuf::default();
+        out.push_frame(&pool, 64, 1, &[7; 100]);
+        out.push_frame(&pool, 64, 2, &[7; 40_000]);
+        assert_eq!(budget.used(), BLOCK + HEADER_LEN + 40_000);
+        assert!(budget.exceeded_by((3 << 18) - 56_000) && !budget.exceeded_by(1000));
+        out.consume(HEADER_LEN + 100, &pool);
+        assert_eq!(budget.used(), BLOCK + HEADER_LEN + 40_000, "a block in the free list is still resident");
+        out.release(&pool);
+        assert_eq!(budget.used(), BLOCK, "the freed large buffer is refunded, the kept block is not");
+        let again = pool.get();
+        assert_eq!(budget.used(), BLOCK, "recycling charges nothing");
+        pool.put(again);
+    }
+
     use super::*;
     use doorway_core::frame::Decoder;
 

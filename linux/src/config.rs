@@ -223,10 +223,10 @@ pub struct Cli {
     /// or abort the process [default: close].
     #[arg(long, value_enum)]
     pub on_panic: Option<OnPanic>,
-    /// Bytes every connection's input and output buffers may hold together (suffixes K, M, G,
-    /// KiB, MiB, GiB); past it, new output to the connections holding the most unsent bytes ends
-    /// them with ERROR 6, and well-behaved connections are unaffected [default: a quarter of
-    /// physical memory].
+    /// Memory for all connections' input and output buffers together (suffixes K, M, G, KiB, MiB,
+    /// GiB); buffers are held to 3/4 of it, the rest is allocator headroom. Past it, new output to
+    /// the connections holding more than their share of unsent bytes ends them with ERROR 6;
+    /// well-behaved connections are unaffected [default: a quarter of physical memory].
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub memory_limit: Option<usize>,
 }

@@ -25,12 +25,13 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use doorway_core::frame::{Decoder, ErrorCode};
 use doorway_core::slab::ConnId;
 use doorway_core::wheel::TimerId;
 
-use crate::buf::{InBuf, OutBuf, Pool};
+use crate::buf::{InBuf, MemoryBudget, OutBuf, Pool, BLOCK};
 use crate::codec::{self, Refusal};
 use crate::stats::{Counter, Counters};
 use crate::sync::{door, Doors};
@@ -97,6 +98,10 @@ pub struct Io<'a> {
     pub stopping: bool,
     /// While stopping: the time by which every connection must be gone.
     pub drain_deadline: u64,
+    /// The process-wide buffer budget.
+    pub mem: &'a MemoryBudget,
+    /// Admitted connections now, over all shards (for a connection's fair share of `mem`).
+    pub admitted: &'a AtomicUsize,
 }
 
 /// A connection: its receive buffer and everything else (split so a handler can borrow the state
@@ -156,6 +161,8 @@ pub struct ConnState {
     pub check: Option<(TimerId, u64)>,
     /// Armed service timers: (token, timer).
     pub timers: Vec<(u32, TimerId)>,
+    /// Output was refused because the memory limit was reached (the close that follows says so).
+    pub over_memory: bool,
 }
 
 impl Conn {
@@ -184,6 +191,7 @@ impl Conn {
                 deadline: u64::MAX,
                 check: None,
                 timers: Vec::new(),
+                over_memory: false,
             },
         }
     }
@@ -448,8 +456,20 @@ impl ConnState {
         if body.len() > crate::config::MAX_MAX_BODY as usize {
             return Err(SendError::TooLarge);
         }
-        if self.out.len() + codec::HEADER_LEN + body.len() > io.p.hard_cap {
+        let frame_len = codec::HEADER_LEN + body.len();
+        let after = self.out.len() + frame_len;
+        if after > io.p.hard_cap {
             return Err(SendError::Full);
+        }
+        // The memory limit: past it, a connection holding more than its share of the budget takes
+        // no more output (and is closed with ERROR 6), so the connections holding the most unsent
+        // bytes go first and small replies still flow. Read only above one block.
+        if after > BLOCK && io.mem.exceeded_by(frame_len) {
+            // Relaxed: an estimate for the policy.
+            if after > io.mem.share(io.admitted.load(Ordering::Relaxed)) {
+                self.over_memory = true;
+                return Err(SendError::Full);
+            }
         }
         self.out.push_frame(io.out_pool, kind, seq, body);
         io.c.add(Counter::FramesOut, 1);
@@ -483,7 +503,18 @@ impl ConnState {
         if self.phase != Phase::Open {
             return 0;
         }
-        log::debug!("{}: slow consumer (output over the hard cap), closing", self.id);
+        if self.over_memory {
+            io.c.add(Counter::MemoryLimitCloses, 1);
+            log::warn!(
+                "{}: memory limit reached ({} of {} bytes in buffers); closing it with ERROR 6 as it holds {} unsent bytes",
+                self.id,
+                io.mem.used(),
+                io.mem.limit(),
+                self.out.len()
+            );
+        } else {
+            log::debug!("{}: slow consumer (output over the hard cap), closing", self.id);
+        }
         self.out.discard_unsent(io.out_pool);
         self.begin_close(io, Some((ErrorCode::SlowConsumer, 0)))
     }
@@ -529,7 +560,10 @@ mod tests {
             linger_ms: 100,
         };
         let (in_pool, out_pool, c) = (Pool::new(true, 4, 0), Pool::new(false, 4, 0), Counters::default());
+        let (mem, admitted) = (MemoryBudget::new(1 << 30, 1), AtomicUsize::new(1));
         let io = |now| Io {
+            mem: &mem,
+            admitted: &admitted,
             p: &p,
             in_pool: &in_pool,
             out_pool: &out_pool,

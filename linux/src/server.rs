@@ -40,6 +40,9 @@ use crate::sync::{ReadyQueue, Waker};
 use crate::sys::epoll::Events;
 use crate::sys::{rlimit, signalfd, socket};
 
+/// Allocations from this size up are mapped directly (a block is 16 KiB, so blocks stay in the heap).
+const LARGE_ALLOCATION: usize = 64 << 10;
+
 /// Entry point of the API.
 pub struct Server;
 
@@ -181,6 +184,9 @@ impl FdBudget {
 fn start<S: Service + Clone + Send + 'static>(cfg: Config, signals: bool, service: S) -> io::Result<Running> {
     cfg.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let nofile = rlimit::raise_nofile().unwrap_or(1024);
+    // Buffers of large frames are mapped, not carved from the heap (see `sys::mem`), so the
+    // resident memory follows the buffers that `--memory-limit` counts.
+    crate::sys::mem::map_large_allocations(LARGE_ALLOCATION);
     let budget = FdBudget::new(nofile, cfg.shards, cfg.max_connections);
     if budget.max_conns < cfg.max_connections {
         log::warn!(

@@ -85,6 +85,8 @@ pub struct ServerShared {
     pub max_conns: usize,
     /// Admitted connections not yet freed, over all shards.
     pub admitted: AtomicUsize,
+    /// Every shard's connection buffers against `--memory-limit` (two pools per shard).
+    pub mem: Arc<crate::buf::MemoryBudget>,
     /// Refused connections that may linger at once (their descriptors count against the limit).
     pub max_refusing: usize,
     /// Refused connections lingering now, over all shards.
@@ -109,6 +111,7 @@ impl ServerShared {
     /// Shared state for a server with this config.
     pub fn new(cfg: Config, max_conns: usize, max_refusing: usize) -> ServerShared {
         let high = cfg.high_watermark;
+        let mem = crate::buf::MemoryBudget::new(cfg.memory_limit, 2 * cfg.shards);
         let params = Params {
             decoder: doorway_core::frame::Decoder::new(cfg.max_body),
             high,
@@ -123,6 +126,7 @@ impl ServerShared {
             params,
             max_conns,
             admitted: AtomicUsize::new(0),
+            mem,
             max_refusing,
             refusing: AtomicUsize::new(0),
             spare: RwLock::new(File::open("/dev/null").ok()),
@@ -410,6 +414,7 @@ impl Shard {
         // Blocks kept for reuse: enough for the active connections' bursts, not a hoard after a spike.
         let max_free = 128;
         let large_size = server.cfg.max_body as usize + codec::HEADER_LEN + crate::buf::BLOCK;
+        let mem = server.mem.clone();
         Ok(Shard {
             index,
             server,
@@ -423,8 +428,8 @@ impl Shard {
             deal_q: ReadyQueue::new(capacity, door::DEAL, wakers.deal.clone()),
             send_q: ReadyQueue::new(capacity, door::SEND, wakers.send),
             inbox: Lock::new(Inbox::default()),
-            in_pool: Pool::new(true, max_free, large_size),
-            out_pool: Pool::new(false, max_free, 0),
+            in_pool: Pool::new(true, max_free, large_size).with_budget(mem.clone(), 2 * index),
+            out_pool: Pool::new(false, max_free, 0).with_budget(mem, 2 * index + 1),
             epoll,
             listener: Lock::new(Some(listener)),
             timer,
@@ -466,6 +471,8 @@ impl Shard {
             now: self.server.now(),
             stopping: self.stop_seen.load(Ordering::Acquire),
             drain_deadline: self.server.drain_deadline.load(Ordering::Acquire),
+            mem: &self.server.mem,
+            admitted: &self.server.admitted,
         }
     }
 
