@@ -1,6 +1,6 @@
 //! A small JSON reader for the one JSON document xtask reads: `cargo metadata`'s output.
 //!
-//! xtask stays std-only (STYLE.md section 8), so instead of serde_json this is a plain
+//! xtask stays std-only (few dependencies, no serde), so instead of serde_json this is a plain
 //! recursive-descent parser into [`Value`]. It accepts RFC 8259 JSON; numbers are kept as `f64`
 //! (metadata's numbers are small), and `\u` escapes outside the basic plane are paired as UTF-16
 //! surrogates.

@@ -20,7 +20,7 @@
 //! 4. Measure echoes per second and p99 round trip with 1 and 4 connections, and the CPU an idle
 //!    QEMU burns (from `/proc`, must stay under [`IDLE_CPU_LIMIT`]); then STATS must show no
 //!    session left open but the one asking.
-//! 5. Stop the firmware gracefully (`PROTOCOL.md` "Shutdown"): a client sends ECHO and reads its
+//! 5. Stop the firmware gracefully (`docs/PROTOCOL.md` "Shutdown"): a client sends ECHO and reads its
 //!    reply, then one byte goes to the control socket. That client must receive ERROR 7
 //!    (`seq` 0) and then EOF, QEMU must exit by itself with status 0 within the drain timeout
 //!    ([`TEST_DRAIN_TIMEOUT_MS`]) + [`STOP_MARGIN`], and the firmware must log its final
