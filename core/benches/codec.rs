@@ -2,7 +2,8 @@
 //!
 //! `decode_one` decodes a single 64-byte frame (12-byte header + 52-byte body) from a buffer;
 //! `decode_stream` cuts 64 back-to-back frames out of one buffer, as a server does after a large
-//! read, and reports the time per frame. The goal (issue 2) is well under 20 ns per frame.
+//! read, and reports the time per frame. The goal is well under 20 ns per frame
+//! (docs/ARCHITECTURE.md#codec-target).
 #![allow(missing_docs)] // criterion_group! generates undocumented functions.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};

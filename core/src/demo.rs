@@ -1,4 +1,4 @@
-//! The demo service both servers run by default (`PROTOCOL.md`, Kinds): ECHO, BROADCAST, STATS.
+//! The demo service both servers run by default (`docs/PROTOCOL.md`, Kinds): ECHO, BROADCAST, STATS.
 //!
 //! It is also the smallest complete example of a service: three handlers and one table.
 

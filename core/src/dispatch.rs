@@ -1,4 +1,5 @@
-//! The message map: handlers declared in one table, dispatched by a `match` (seed 003, 消息映射).
+//! The message map: handlers declared in one table, dispatched by a `match` (消息映射,
+//! docs/ARCHITECTURE.md#message-map).
 //!
 //! An application is a type with handler methods and one [`message_map!`] table. The macro
 //! expands to an impl of [`MessageMap`] whose `dispatch` is a single `match` on the kind, which
@@ -209,7 +210,7 @@ pub enum Control {
     SendFailed(SendError),
 }
 
-/// Applies `PROTOCOL.md`'s kind rules to one decoded frame on `cx.conn()`.
+/// Applies `docs/PROTOCOL.md`'s kind rules to one decoded frame on `cx.conn()`.
 ///
 /// PING → PONG; PONG consumed; BYE → [`Control::Bye`]; kind 0, reserved kinds (5..64), a client's
 /// ERROR, and application kinds without a handler → ERROR 2 (connection stays open); the rest go

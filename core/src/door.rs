@@ -1,7 +1,8 @@
 //! Doors: per-connection atomic flags that let a connection into each ready queue at most once.
 //!
 //! A [`Door`] is a byte of [`Flags`], one per kind of readiness (`READ_READY`, `DEAL_READY`,
-//! `SEND_READY`, ...) plus `CLOSING`. The rule (seed 000, "门设计"; embassy's `STATE_RUN_QUEUED`,
+//! `SEND_READY`, ...) plus `CLOSING`. The rule (the door design, 门设计, of
+//! docs/ARCHITECTURE.md#the-door-design; embassy's `STATE_RUN_QUEUED`,
 //! embassy-executor/src/raw/state_atomics.rs `run_enqueue`/`run_dequeue`):
 //!
 //! 1. **First opener enqueues.** Whoever has news for a connection first records it (pushes the

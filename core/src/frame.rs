@@ -1,4 +1,4 @@
-//! The wire format of `PROTOCOL.md` version 1: a 12-byte big-endian header, then the body.
+//! The wire format of `docs/PROTOCOL.md` version 1: a 12-byte big-endian header, then the body.
 //!
 //! ```text
 //! offset 0   4        6       8      12
@@ -7,9 +7,10 @@
 //!
 //! This module is the one seam where the byte layout lives. Bindings never index into a header
 //! themselves: they hand the bytes they hold to [`Decoder::decode`] and get back either a whole
-//! [`FrameRef`] borrowing the caller's buffer (no copy: the header is read in place, seed 003), a
-//! request for more bytes, or an [`Error`] decided from the header alone. A future wire format
-//! (Lars's 8-byte head) is another decoder with the same three answers.
+//! [`FrameRef`] borrowing the caller's buffer (no copy: the header is read in place, see
+//! docs/ARCHITECTURE.md#frame-codec), a request for more bytes, or an [`Error`] decided from the
+//! header alone. A future wire format (Lars's 8-byte head) is another decoder with the same three
+//! answers.
 //!
 //! # Incremental decoding
 //!
@@ -62,7 +63,7 @@ pub mod kind {
     pub const STATS: u16 = 66;
 }
 
-/// The codes an ERROR frame carries (`PROTOCOL.md`, Errors).
+/// The codes an ERROR frame carries (`docs/PROTOCOL.md`, Errors).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[repr(u16)]
@@ -137,7 +138,7 @@ impl ErrorCode {
         (self as u16) <= 3
     }
 
-    /// The code's name as `PROTOCOL.md` spells it, for logs and metrics labels.
+    /// The code's name as `docs/PROTOCOL.md` spells it, for logs and metrics labels.
     pub const fn name(self) -> &'static str {
         match self {
             ErrorCode::FrameTooLarge => "FRAME_TOO_LARGE",

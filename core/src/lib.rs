@@ -11,7 +11,7 @@
 //! ticks ─▶ wheel (timing wheel)         ─▶ door (once-only flag)  ─▶ queue (ready queue)
 //! ```
 //!
-//! - [`frame`]: the wire format of `PROTOCOL.md`. The one seam where the byte layout lives.
+//! - [`frame`]: the wire format of `docs/PROTOCOL.md`. The one seam where the byte layout lives.
 //! - [`dispatch`]: the message map (`message_map!`), the [`dispatch::Context`] a binding
 //!   implements, and [`dispatch::handle_frame`], the protocol's control rules in one place.
 //! - [`demo`]: the demo service (ECHO, BROADCAST, STATS) both servers run by default.

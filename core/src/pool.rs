@@ -17,10 +17,10 @@
 //! # Use for connection buffers
 //!
 //! Give a connection a block when it has bytes to hold (a partial frame, unsent replies) and free
-//! it when the buffer drains, so an idle connection holds no block (DESIGN.md: an idle connection
-//! costs its slab entry only). LIFO reuse keeps recently used, cache-warm blocks in play. On Linux
-//! the std constructor takes one zeroed region, which the kernel backs lazily, so untouched blocks
-//! cost no resident memory.
+//! it when the buffer drains, so an idle connection holds no block: it costs its slab entry only
+//! (docs/ARCHITECTURE.md#buffer-pool). LIFO reuse keeps recently used, cache-warm blocks in play.
+//! On Linux the std constructor takes one zeroed region, which the kernel backs lazily, so
+//! untouched blocks cost no resident memory.
 //!
 //! ```
 //! use doorway_core::pool::{ArrayPool, Exhausted};

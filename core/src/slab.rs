@@ -9,9 +9,10 @@
 //!
 //! Every slot carries a generation that is bumped when its occupant is removed. An id matches a
 //! slot only if both index and generation agree, so a `ConnId` kept after its connection closed
-//! (a late timer, a queued broadcast, seed 003's "reused session id" hazard) misses with `None`
-//! instead of reaching whoever took the slot next. Generations wrap after 2^32 reuses of one slot;
-//! an id would have to be held across four billion reconnects on the same slot to alias.
+//! (a late timer, a queued broadcast) misses with `None` instead of reaching whoever took the slot
+//! next: the "reused session id" hazard of docs/ARCHITECTURE.md#slab-generations. Generations wrap
+//! after 2^32 reuses of one slot; an id would have to be held across four billion reconnects on the
+//! same slot to alias.
 //!
 //! `ConnId` packs into a `u64` ([`ConnId::to_u64`]) so it can ride in an epoll event's data field
 //! or an atomic ready queue.

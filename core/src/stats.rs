@@ -1,7 +1,7 @@
 //! The server counters every home reports, with their STATS names in one place.
 //!
-//! `PROTOCOL.md`'s STATS reply is "the server's counters as one JSON object"; the Linux server,
-//! the embedded server and the conformance suite must agree on the keys. A binding keeps its
+//! The STATS reply of `docs/PROTOCOL.md` is "the server's counters as one JSON object"; the Linux
+//! server, the embedded server and the conformance suite must agree on the keys. A binding keeps its
 //! counters however suits its threads (per-thread cells on Linux, plain fields on a device) and
 //! fills a [`Counters`] snapshot when asked; [`Counters::visit`] yields the keys in a fixed
 //! order, which [`Context::counters`](crate::dispatch::Context::counters) passes on.

@@ -17,7 +17,7 @@ use doorway_testkit::ServerProcess;
 
 use common::{doorway_bin, spawn, stat, stats, TIMEOUT};
 
-/// Every setting of the COMMON.md CLI contract.
+/// Every setting of the operator contract (docs/ARCHITECTURE.md#operator-contract).
 const FLAGS: &[&str] = &[
     "--config",
     "--listen",

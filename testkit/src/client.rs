@@ -1,4 +1,4 @@
-//! A blocking PROTOCOL.md client for tests: frames out, frames in, and how the server closed.
+//! A blocking docs/PROTOCOL.md client for tests: frames out, frames in, and how the server closed.
 //!
 //! # Design
 //!
@@ -19,7 +19,7 @@
 //! # Close detection
 //!
 //! After the server closes, a read returns EOF (the server shut down its sending side, the polite
-//! close of PROTOCOL.md "Closing") or fails with `ECONNRESET` (an abortive close). [`CloseKind`]
+//! close of docs/PROTOCOL.md "Closing") or fails with `ECONNRESET` (an abortive close). [`CloseKind`]
 //! keeps the difference; a test that must see every reply first checks the replies, then the close.
 
 use std::fmt;

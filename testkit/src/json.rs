@@ -1,6 +1,6 @@
 //! A strict reader for the one JSON shape the protocol uses: a flat object of integer values.
 //!
-//! STATS replies (`PROTOCOL.md`, kind 66) are `{"name":123,...}`. The reader accepts exactly that
+//! STATS replies (`docs/PROTOCOL.md`, kind 66) are `{"name":123,...}`. The reader accepts exactly that
 //! (whitespace allowed, string keys with the common escapes, integer values, possibly negative),
 //! and refuses anything else, so a malformed STATS body fails the conformance suite instead of
 //! being half-read. Duplicate keys are refused too.

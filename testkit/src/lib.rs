@@ -1,9 +1,9 @@
-//! A blocking PROTOCOL.md client and the protocol conformance suite shared by every server target.
+//! A blocking docs/PROTOCOL.md client and the protocol conformance suite shared by every server target.
 //!
 //! - [`client`]: a blocking client (frames whole, split or pipelined; raw bytes; reads with
 //!   deadlines; EOF versus reset), decoding through `doorway_core::frame`, the project's one codec.
 //! - [`suite`]: THE conformance suite, `run_suite(&Target) -> Report`, the executable definition of
-//!   `PROTOCOL.md` that the Linux server (from `linux/tests/`) and the embedded firmware (in QEMU,
+//!   `docs/PROTOCOL.md` that the Linux server (from `linux/tests/`) and the embedded firmware (in QEMU,
 //!   through the `doorway-conformance` binary) must both pass.
 //! - [`process`]: a harness that runs the Linux `doorway` binary as a child process (startup line,
 //!   SIGTERM, exit status, `/proc` memory and fd counts) and raises `RLIMIT_NOFILE`.

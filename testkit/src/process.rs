@@ -4,8 +4,9 @@
 //!
 //! [`ServerProcess::spawn`] starts the binary the caller names (from a Linux integration test,
 //! `env!("CARGO_BIN_EXE_doorway")`) with piped stdout and stderr, and waits (with a deadline) for
-//! the startup line of the COMMON.md CLI contract, `doorway listening on <ip:port> (model=.. shards=..)`,
-//! plus the `doorway metrics on http://<ip:port>/metrics` line when `--metrics-addr` was given.
+//! the startup line of the operator contract (docs/ARCHITECTURE.md#operator-contract),
+//! `doorway listening on <ip:port> (model=.. shards=..)`, plus the
+//! `doorway metrics on http://<ip:port>/metrics` line when `--metrics-addr` was given.
 //! Two reader threads keep draining both pipes for the life of the child, so a chatty server can
 //! never block on a full pipe; the last [`LOG_TAIL`] bytes of stderr are kept for failure reports.
 //!

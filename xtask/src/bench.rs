@@ -1,8 +1,8 @@
 //! `cargo xtask bench [--quick] [-- OPTIONS]`: doorway against the tokio peer, side by side.
 //!
-//! Method (DESIGN.md, "Performance"): this 2-core box is noisy, so a comparison is decided only
-//! by alternating rounds (A B A B ...), medians, and the spread of each side printed beside the
-//! ratio. Every measurement starts a fresh server pinned to cpu0 and runs `doorway-bench` pinned
+//! Method (docs/ARCHITECTURE.md#benchmark-method): this 2-core box is noisy, so a comparison is
+//! decided only by alternating rounds (A B A B ...), medians, and the spread of each side printed
+//! beside the ratio. Every measurement starts a fresh server pinned to cpu0 and runs `doorway-bench` pinned
 //! to cpu1 (`taskset`), with `--server-pid` so the bench samples the server's CPU time
 //! (utime + stime, `/proc/PID/stat`) and RSS (`/proc/PID/status`) at the edges of its measured
 //! window: server CPU per message is the client-independent figure.
@@ -325,7 +325,7 @@ fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
 }
 
-/// The issue's six workloads (5 and 6 in two runs each).
+/// The six workloads of docs/ARCHITECTURE.md#benchmark-targets (5 and 6 in two runs each).
 fn scenarios(idle: usize) -> Vec<Scenario> {
     use Metric::*;
     vec![
@@ -661,7 +661,8 @@ impl Bench {
         (y != 0.0).then_some(x / y)
     }
 
-    /// The issue's targets, each met or missed, as markdown lines.
+    /// The benchmark targets (docs/ARCHITECTURE.md#benchmark-targets), each met or missed, as markdown
+    /// lines.
     fn targets(&self, a: &str, b: &str) -> String {
         let mut s = String::new();
         let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
@@ -831,7 +832,7 @@ pub fn run(quick: bool, args: &[String]) -> Result {
     let _ = writeln!(out, "\n## {} vs {peer}\n", labels[..labels.len() - 1].join(", "));
     out.push_str(&bench.table(&all, &labels, peer));
     for label in &labels[..labels.len() - 1] {
-        let _ = writeln!(out, "\nTargets (issue 4) for {label}:\n");
+        let _ = writeln!(out, "\nTargets (docs/ARCHITECTURE.md#benchmark-targets) for {label}:\n");
         out.push_str(&bench.targets(label, peer));
     }
 

@@ -1,14 +1,21 @@
 //! `cargo xtask test` and `cargo xtask ci <job>`: the jobs a change must pass.
 //!
 //! The matrix is data ([`JOBS`]), not a script. `test` runs every job in order and stops at the
-//! first failure; `ci <job>` runs one.
+//! first failure; `ci <job>` runs one. Each job names the setup pieces it needs
+//! ([`setup::Piece`]), which are provisioned (when missing) just before it runs: `ci tidy` installs
+//! nothing, `test --quick` no QEMU.
+//!
+//! `host-tests` is `cargo test --workspace`, and xtask is a workspace member, so xtask's own unit
+//! tests (setup's package choices, the tidy checks' self-tests) run there too.
 
+use crate::setup::{self, Piece};
 use crate::util::{cargo, run, Result};
 
-/// One CI job: a name and the function that runs it.
+/// One CI job: a name, what it needs provisioned, and the function that runs it.
 pub struct Job {
     pub name: &'static str,
     pub about: &'static str,
+    pub needs: &'static [Piece],
     pub run: fn() -> Result,
 }
 
@@ -18,32 +25,54 @@ const SLOW: &[&str] = &["loom", "fuzz-smoke", "bench-quick", "boards", "qemu"];
 
 /// Every job, in the order `test` runs them (cheap first).
 pub const JOBS: &[Job] = &[
-    Job { name: "fmt", about: "cargo fmt --check", run: fmt },
-    Job { name: "clippy", about: "clippy, warnings denied", run: clippy },
-    Job { name: "host-tests", about: "all host tests (unit, property, integration)", run: host_tests },
-    Job { name: "tidy", about: "module docs, SAFETY comments, no log/alloc in core", run: tidy },
-    Job { name: "loom", about: "loom model checks of the queues and doors", run: loom },
-    Job { name: "no-std", about: "doorway-core for thumbv7em/thumbv6m, each log feature", run: no_std },
-    Job { name: "fuzz-smoke", about: "build and run the decode fuzz target for 10 s", run: fuzz_smoke },
+    Job { name: "fmt", about: "cargo fmt --check", needs: &[], run: fmt },
+    Job { name: "clippy", about: "clippy, warnings denied", needs: &[], run: clippy },
+    Job {
+        name: "host-tests",
+        about: "all host tests (unit, property, integration; xtask's own included)",
+        needs: &[],
+        run: host_tests,
+    },
+    Job {
+        name: "tidy",
+        about: "module docs, SAFETY comments, no log/alloc in core, no links outside the repository",
+        needs: &[],
+        run: tidy,
+    },
+    Job { name: "loom", about: "loom model checks of the queues and doors", needs: &[], run: loom },
+    Job {
+        name: "no-std",
+        about: "doorway-core for thumbv7em/thumbv6m, each log feature",
+        needs: &[Piece::Cross],
+        run: no_std,
+    },
+    Job {
+        name: "fuzz-smoke",
+        about: "build and run the decode fuzz target for 10 s",
+        needs: &[Piece::Tool(setup::CARGO_FUZZ)],
+        run: fuzz_smoke,
+    },
     Job {
         name: "bench-quick",
         about: "cargo xtask bench --quick (harness check, no thresholds)",
+        needs: &[],
         run: crate::bench::quick,
     },
     Job {
         name: "boards",
         about: "build every board's firmware (real boards compile only)",
+        needs: &[Piece::Cross],
         run: crate::qemu::build_all,
     },
     Job {
         name: "qemu",
         about: "conformance suite against the mps2-an386 firmware in QEMU",
+        needs: setup::QEMU_RUN,
         run: crate::qemu::ci_test,
     },
 ];
 
 pub fn test(quick: bool) -> Result {
-    crate::setup::ensure()?;
     let mut passed = 0;
     for job in JOBS {
         if quick && SLOW.contains(&job.name) {
@@ -52,6 +81,7 @@ pub fn test(quick: bool) -> Result {
         }
         eprintln!("==> ci job {}: {}", job.name, job.about);
         let started = std::time::Instant::now();
+        setup::ensure(job.needs).map_err(|e| format!("ci job `{}`: setup failed: {e}", job.name))?;
         (job.run)().map_err(|e| format!("ci job `{}` failed: {e}", job.name))?;
         eprintln!("==> ci job {} passed in {:.0?}", job.name, started.elapsed());
         passed += 1;
@@ -68,9 +98,7 @@ pub fn job(name: &str) -> Result {
         return Ok(());
     }
     let job = JOBS.iter().find(|j| j.name == name).ok_or_else(|| format!("no ci job named `{name}`"))?;
-    if job.name != "fmt" {
-        crate::setup::ensure()?;
-    }
+    setup::ensure(job.needs)?;
     (job.run)()
 }
 
@@ -104,10 +132,11 @@ fn loom() -> Result {
 /// doorway-core for both no_std targets with no logging, `defmt` and `log`, and with atomics from
 /// `portable-atomic` (which brings `door` and `queue::mpsc` to `thumbv6m-none-eabi`).
 fn no_std() -> Result {
-    for target in crate::setup::TARGETS {
+    let root = crate::util::project_root();
+    for target in setup::TARGETS {
         for features in ["", "defmt", "log", "portable-atomic,portable-atomic/critical-section"] {
-            let mut cmd = crate::setup::cross_cargo("build", target)?;
-            cmd.args(["-p", "doorway-core", "--no-default-features"]).env("RUSTFLAGS", "-D warnings");
+            let mut cmd = setup::cross_cargo("build", target, &root, "doorway-core")?;
+            cmd.arg("--no-default-features").env("RUSTFLAGS", "-D warnings");
             if !features.is_empty() {
                 cmd.args(["--features", features]);
             }
@@ -126,6 +155,7 @@ fn fuzz_smoke() -> Result {
 /// else the active toolchain with `RUSTC_BOOTSTRAP=1`. The decoder is safe code, so no sanitizer:
 /// libFuzzer's coverage, debug assertions and the target's own consistency checks find the bugs.
 pub fn fuzz(target: &str, seconds: u64) -> Result {
+    setup::ensure(&[Piece::Tool(setup::CARGO_FUZZ)])?;
     let core_dir = crate::util::project_root().join("core");
     let targets = std::fs::read_dir(core_dir.join("fuzz/fuzz_targets"))?
         .flatten()

@@ -6,6 +6,7 @@
 mod bench;
 mod ci;
 mod flags;
+mod json;
 mod qemu;
 mod server;
 mod setup;

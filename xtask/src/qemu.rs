@@ -20,7 +20,7 @@
 //! 4. Measure echoes per second and p99 round trip with 1 and 4 connections, and the CPU an idle
 //!    QEMU burns (from `/proc`, must stay under [`IDLE_CPU_LIMIT`]); then STATS must show no
 //!    session left open but the one asking.
-//! 5. Stop the firmware gracefully (`PROTOCOL.md` "Shutdown"): a client sends ECHO and reads its
+//! 5. Stop the firmware gracefully (`docs/PROTOCOL.md` "Shutdown"): a client sends ECHO and reads its
 //!    reply, then one byte goes to the control socket. That client must receive ERROR 7
 //!    (`seq` 0) and then EOF, QEMU must exit by itself with status 0 within the drain timeout
 //!    ([`TEST_DRAIN_TIMEOUT_MS`]) + [`STOP_MARGIN`], and the firmware must log its final
@@ -112,8 +112,9 @@ fn board_dir(board: &Board) -> PathBuf {
 pub fn build(board: &Board, env: &[(&str, String)]) -> Result<PathBuf> {
     let dir = board_dir(board);
     let target_dir = dir.join("target");
-    let mut cmd = setup::cross_cargo("build", board.target)?;
-    cmd.current_dir(&dir).arg("--release").arg("--target-dir").arg(&target_dir);
+    // A board crate's package and binary share a name.
+    let mut cmd = setup::cross_cargo("build", board.target, &dir, board.bin)?;
+    cmd.arg("--release").arg("--target-dir").arg(&target_dir);
     for (key, value) in env {
         cmd.env(key, value);
     }
@@ -147,7 +148,7 @@ fn print_size(elf: &Path) {
 
 /// `cargo xtask qemu [--board B] [--port P] [--test]`.
 pub fn run(board_name: &str, port: u16, test: bool) -> Result {
-    setup::ensure()?;
+    setup::ensure(setup::QEMU_RUN)?;
     let board = board(board_name)?;
     let Runs::Qemu { .. } = board.runs else {
         return Err(format!("{} is a real board: use `cargo xtask flash {}`", board.name, board.name).into());
@@ -173,37 +174,33 @@ pub fn run(board_name: &str, port: u16, test: bool) -> Result {
     }
 }
 
-/// `cargo xtask flash <board>`: probe-rs for real boards, QEMU for QEMU boards.
+/// `cargo xtask flash <board>`: probe-rs for real boards, QEMU for QEMU boards. A real board
+/// provisions only [`setup::FLASH`] (the cross target and probe-rs), never QEMU or the fuzzing
+/// and log tools.
 pub fn flash(board_name: &str) -> Result {
     let board = board(board_name)?;
     match board.runs {
         Runs::Qemu { .. } => run(board_name, crate::flags::DEFAULT_QEMU_PORT, false),
         Runs::Probe { chip } => {
-            setup::ensure()?;
+            setup::ensure(setup::FLASH)?;
             let elf = build(board, &[])?;
             print_size(&elf);
-            if !have_probe_rs() {
-                return Err(format!(
-                    "probe-rs is not installed. Install it with `cargo install probe-rs-tools --locked`, \
-                     connect the board over USB, then run `cargo xtask flash {}` again (firmware built: {})",
-                    board.name,
-                    elf.display()
-                )
-                .into());
-            }
-            run_cmd(Command::new("probe-rs").args(["run", "--chip", chip]).arg(&elf))
+            eprintln!("connect the board over USB; probe-rs flashes and runs {}", elf.display());
+            run_cmd(Command::new(probe_rs()).args(["run", "--chip", chip]).arg(&elf))
         }
     }
 }
 
-fn have_probe_rs() -> bool {
-    if crate::util::have("probe-rs") {
-        return true;
+/// probe-rs from PATH, else from cargo's bin directory (where `cargo install` put it).
+fn probe_rs() -> PathBuf {
+    if crate::util::have(setup::PROBE_RS.program) {
+        return PathBuf::from(setup::PROBE_RS.program);
     }
-    let home = std::env::var_os("CARGO_HOME")
+    std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
-    home.is_some_and(|h| h.join("bin").join("probe-rs").is_file())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .map(|h| h.join("bin").join(setup::PROBE_RS.program))
+        .unwrap_or_else(|| PathBuf::from(setup::PROBE_RS.program))
 }
 
 /// A running QEMU with its log pipeline.

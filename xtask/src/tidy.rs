@@ -9,7 +9,12 @@
 //! - `doorway-core` calls `log::`/`defmt::` macros only from `core/src/fmt.rs` (everything else
 //!   goes through its `net_*!` macros); `defmt::write!` inside a `defmt::Format` impl is allowed;
 //! - `doorway-core` names no `Box`, `Vec`, `String`, `format!` or `vec!` outside test code and
-//!   items gated on `cfg(feature = "std")` (no hidden allocation on no_std paths).
+//!   items gated on `cfg(feature = "std")` (no hidden allocation on no_std paths);
+//! - the repository stands on its own: no tracked file cites a path outside it (a `../` that climbs
+//!   above the root, or the workplace's shared folder), every `.md` file a comment or document
+//!   cites exists in the repository (or is a term the glossary of `docs/ARCHITECTURE.md`
+//!   defines), and every relative link in `README.md` and `docs/*.md`, anchors included, resolves
+//!   to a file in the repository.
 //!
 //! The scan is textual and deliberately simple: comments and string literals are stripped before
 //! looking for names, and `#[cfg(test)]` / `#[cfg(feature = "std")]` items are skipped by brace
@@ -277,6 +282,348 @@ mod tests {
             "allocation in doorway-core outside tests / cfg(feature = \"std\"):\n  {}",
             bad.join("\n  ")
         );
+    }
+
+    /// Files git tracks, relative to the root; a walk of the tree when git cannot say.
+    fn tracked_files() -> Vec<String> {
+        let root = project_root();
+        let listed = std::process::Command::new("git").arg("ls-files").arg("-z").current_dir(&root).output();
+        if let Ok(out) = listed {
+            if out.status.success() && !out.stdout.is_empty() {
+                let text = String::from_utf8_lossy(&out.stdout);
+                return text.split('\0').filter(|p| !p.is_empty()).map(str::to_string).collect();
+            }
+        }
+        fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+            let Ok(entries) = fs::read_dir(dir) else { return };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if path.is_dir() {
+                    if !(name.starts_with('.') && name != ".ci" && name != ".cargo") && name != "target" {
+                        walk(root, &path, out);
+                    }
+                } else if let Ok(rel) = path.strip_prefix(root) {
+                    out.push(rel.to_string_lossy().into_owned());
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&root, &root, &mut out);
+        out
+    }
+
+    /// `rel` joined to the directory `dir` (both relative to the root, `/`-separated), with `.`
+    /// and `..` resolved lexically; `None` when it climbs above the root.
+    fn resolve(dir: &str, rel: &str) -> Option<String> {
+        let mut parts: Vec<&str> = dir.split('/').filter(|p| !p.is_empty()).collect();
+        for part in rel.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => {
+                    parts.pop()?;
+                }
+                _ => parts.push(part),
+            }
+        }
+        Some(parts.join("/"))
+    }
+
+    /// The directory part of a root-relative path.
+    fn dir_of(path: &str) -> &str {
+        path.rsplit_once('/').map_or("", |(dir, _)| dir)
+    }
+
+    fn is_path_char(c: char) -> bool {
+        c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | '*' | '#')
+    }
+
+    /// The path-like words of `text` (runs of path characters).
+    fn path_words(text: &str) -> Vec<(usize, &str)> {
+        let mut out = Vec::new();
+        let mut start = None;
+        for (i, c) in text.char_indices().chain(std::iter::once((text.len(), ' '))) {
+            match (start, is_path_char(c)) {
+                (None, true) => start = Some(i),
+                (Some(s), false) => {
+                    out.push((s, &text[s..i]));
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// The workplace folder the design notes came from; spelled in two pieces so this file does
+    /// not cite it.
+    const SHARED: &str = concat!("..", "/shared/");
+
+    /// Paths in `line` of the file `file` that lead outside the repository.
+    fn outside_citations(file: &str, line: &str) -> Vec<String> {
+        let mut bad = Vec::new();
+        if line.contains(SHARED) {
+            bad.push(SHARED.to_string());
+        }
+        for (_, word) in path_words(line) {
+            let word = word.trim_end_matches(['.', '#']);
+            if word.starts_with("../") && resolve(dir_of(file), word).is_none() {
+                bad.push(word.to_string());
+            }
+        }
+        bad
+    }
+
+    /// The text of `line` where citations are looked for: comments in Rust (code names output
+    /// paths, not documents), the whole line elsewhere.
+    fn citing_text<'a>(file: &str, line: &'a str) -> &'a str {
+        if !file.ends_with(".rs") {
+            return line;
+        }
+        let code = strip_comment(line);
+        &line[code.len()..]
+    }
+
+    /// GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens.
+    fn slug(heading: &str) -> String {
+        heading
+            .trim()
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+            .map(|c| if c == ' ' { '-' } else { c })
+            .collect()
+    }
+
+    /// The anchors of a markdown text's headings (outside code blocks).
+    fn anchors(markdown: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut fenced = false;
+        for line in markdown.lines() {
+            if line.trim_start().starts_with("```") {
+                fenced = !fenced;
+            } else if !fenced && line.starts_with('#') {
+                out.push(slug(line.trim_start_matches('#')));
+            }
+        }
+        out
+    }
+
+    /// The terms the glossary of docs/ARCHITECTURE.md defines (its bold words).
+    fn glossary_terms(architecture: &str) -> String {
+        architecture.split_once("\n## Glossary").map_or(String::new(), |(_, glossary)| glossary.to_string())
+    }
+
+    /// Why a citation `target` (a path, maybe with `#anchor`) made in `file` does not resolve, if
+    /// it does not. A bare name (no `/`) may be any tracked file's name; a path is taken relative
+    /// to the citing file, then to the root. `read` gives a tracked file's text.
+    fn unresolved(
+        file: &str,
+        target: &str,
+        tracked: &[String],
+        read: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<String> {
+        let (path, anchor) = match target.split_once('#') {
+            Some((path, anchor)) => (path, Some(anchor)),
+            None => (target, None),
+        };
+        let found = if path.is_empty() {
+            Some(file.to_string())
+        } else if !path.contains('/') {
+            tracked.iter().find(|t| t.rsplit('/').next() == Some(path)).cloned()
+        } else {
+            let candidates = [resolve(dir_of(file), path), resolve("", path)];
+            let mut found = None;
+            for candidate in candidates.into_iter().flatten() {
+                let candidate = candidate.trim_end_matches('/').to_string();
+                let is_dir = tracked.iter().any(|t| t.starts_with(&format!("{candidate}/")));
+                if tracked.contains(&candidate) || is_dir {
+                    found = Some(candidate);
+                    break;
+                }
+            }
+            found
+        };
+        let Some(found) = found else {
+            return Some(format!("{target}: no such file in the repository"));
+        };
+        match anchor {
+            Some(anchor) if found.ends_with(".md") => {
+                let text = read(&found).unwrap_or_default();
+                (!anchors(&text).iter().any(|a| a == anchor))
+                    .then(|| format!("{target}: {found} has no heading #{anchor}"))
+            }
+            _ => None,
+        }
+    }
+
+    /// The relative link targets of a markdown text: `[text](target)`, skipping URLs.
+    fn markdown_links(markdown: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut fenced = false;
+        for line in markdown.lines() {
+            if line.trim_start().starts_with("```") {
+                fenced = !fenced;
+                continue;
+            }
+            if fenced {
+                continue;
+            }
+            let mut rest = line;
+            while let Some(at) = rest.find("](") {
+                let after = &rest[at + 2..];
+                let Some(end) = after.find(')') else { break };
+                let target = after[..end].split_whitespace().next().unwrap_or("");
+                if !target.is_empty() && !target.contains("://") && !target.starts_with("mailto:") {
+                    out.push(target.to_string());
+                }
+                rest = &after[end..];
+            }
+        }
+        out
+    }
+
+    fn read_tracked(path: &str) -> Option<String> {
+        fs::read_to_string(project_root().join(path)).ok()
+    }
+
+    #[test]
+    fn tidy_nothing_cites_outside_the_repository() {
+        let mut bad = Vec::new();
+        for file in tracked_files() {
+            // This file spells the patterns it looks for.
+            if file == "xtask/src/tidy.rs" {
+                continue;
+            }
+            let Some(text) = read_tracked(&file) else { continue };
+            for (n, line) in text.lines().enumerate() {
+                for path in outside_citations(&file, line) {
+                    bad.push(format!("{file}:{}: {path}", n + 1));
+                }
+            }
+        }
+        assert!(
+            bad.is_empty(),
+            "paths outside the repository (bring the file in, under docs/):\n  {}",
+            bad.join("\n  ")
+        );
+    }
+
+    #[test]
+    fn tidy_cited_documents_exist() {
+        let tracked = tracked_files();
+        let glossary = glossary_terms(&read_tracked("docs/ARCHITECTURE.md").unwrap_or_default());
+        let mut bad = Vec::new();
+        for file in &tracked {
+            if file == "xtask/src/tidy.rs" {
+                continue;
+            }
+            let Some(text) = read_tracked(file) else { continue };
+            for (n, line) in text.lines().enumerate() {
+                let citing = citing_text(file, line);
+                for (at, word) in path_words(citing) {
+                    let word = word.trim_end_matches('.');
+                    let (path, _) = word.split_once('#').unwrap_or((word, ""));
+                    let after_colon = citing[..at].ends_with(':');
+                    if !path.ends_with(".md")
+                        || path.contains('*')
+                        || path.starts_with("target/")
+                        || after_colon
+                    {
+                        continue;
+                    }
+                    if !path.contains('/') && glossary.contains(&format!("{path} ")) {
+                        continue;
+                    }
+                    if let Some(why) = unresolved(file, word, &tracked, &read_tracked) {
+                        bad.push(format!("{file}:{}: {why}", n + 1));
+                    }
+                }
+            }
+        }
+        assert!(bad.is_empty(), "cited documents that are not in the repository:\n  {}", bad.join("\n  "));
+    }
+
+    #[test]
+    fn tidy_markdown_links_resolve() {
+        let tracked = tracked_files();
+        let docs =
+            tracked.iter().filter(|f| *f == "README.md" || (f.starts_with("docs/") && f.ends_with(".md")));
+        let mut bad = Vec::new();
+        let mut n_docs = 0;
+        for file in docs {
+            n_docs += 1;
+            let text = read_tracked(file).unwrap_or_default();
+            for target in markdown_links(&text) {
+                if let Some(why) = unresolved_link(file, &target, &tracked) {
+                    bad.push(format!("{file}: {why}"));
+                }
+            }
+        }
+        assert!(n_docs >= 3, "README.md, docs/PROTOCOL.md and docs/ARCHITECTURE.md should be tracked");
+        assert!(bad.is_empty(), "markdown links that do not resolve:\n  {}", bad.join("\n  "));
+    }
+
+    /// A markdown link resolves relative to its file only (never by bare name or from the root).
+    fn unresolved_link(file: &str, target: &str, tracked: &[String]) -> Option<String> {
+        let path = target.split_once('#').map_or(target, |(path, _)| path);
+        if !path.is_empty() && resolve(dir_of(file), path).is_none() {
+            return Some(format!("{target}: leaves the repository"));
+        }
+        let relative = match resolve(dir_of(file), path) {
+            Some(p) if !path.is_empty() => format!("./{p}{}", target.strip_prefix(path).unwrap_or("")),
+            _ => target.to_string(),
+        };
+        // `./p` has a `/`, so `unresolved` takes it as a path, relative to the root: `p` is
+        // already resolved against the linking file.
+        unresolved("", &relative, tracked, &read_tracked)
+    }
+
+    #[test]
+    fn tidy_link_checks_catch_what_they_should() {
+        let tracked: Vec<String> =
+            ["README.md", "docs/PROTOCOL.md", "docs/ARCHITECTURE.md", "bench/RESULTS.md", "core/src/lib.rs"]
+                .map(str::to_string)
+                .to_vec();
+        let read = |path: &str| match path {
+            "docs/ARCHITECTURE.md" => Some("# A\n## The four roles\n```\n# not a heading\n```\n".to_string()),
+            _ => Some(String::new()),
+        };
+        // Outside the repository.
+        assert_eq!(outside_citations("README.md", &format!("see [p]({SHARED}PROTOCOL.md)")).len(), 2);
+        assert_eq!(outside_citations("core/src/lib.rs", "path = \"../../../etc\""), ["../../../etc"]);
+        assert!(outside_citations("boards/b/Cargo.toml", "path = \"../../core\"").is_empty());
+        // Cited documents.
+        assert_eq!(unresolved("core/src/lib.rs", "PROTOCOL.md", &tracked, &read), None);
+        assert_eq!(
+            unresolved("core/src/lib.rs", "docs/ARCHITECTURE.md#the-four-roles", &tracked, &read),
+            None
+        );
+        assert!(
+            unresolved("core/src/lib.rs", "docs/ARCHITECTURE.md#not-a-heading", &tracked, &read).is_some()
+        );
+        assert!(unresolved("core/src/lib.rs", "DESIGN.md", &tracked, &read).is_some());
+        assert!(unresolved("core/src/lib.rs", "docs/DESIGN.md", &tracked, &read).is_some());
+        assert_eq!(unresolved("docs/PROTOCOL.md", "ARCHITECTURE.md", &tracked, &read), None);
+        assert_eq!(citing_text("a.rs", "let p = \"x.md\"; // see y.md"), "// see y.md");
+        // Markdown links.
+        let links = markdown_links(
+            "[a](docs/PROTOCOL.md) [b](https://x.invalid/c.md) [c](#frame)\n```\n[d](no.md)\n```\n",
+        );
+        assert_eq!(links, ["docs/PROTOCOL.md", "#frame"]);
+        assert!(unresolved_link("README.md", "docs/PROTOCOL.md", &tracked).is_none());
+        assert!(unresolved_link("docs/PROTOCOL.md", "ARCHITECTURE.md", &tracked).is_none());
+        assert!(unresolved_link("docs/PROTOCOL.md", "../bench/RESULTS.md", &tracked).is_none());
+        assert!(
+            unresolved_link("docs/PROTOCOL.md", "PROTOCOL.md#x", &tracked).is_none_or(|e| e.contains("#x"))
+        );
+        assert!(
+            unresolved_link("README.md", "ARCHITECTURE.md", &tracked).is_some(),
+            "bare names are relative"
+        );
+        assert!(unresolved_link("README.md", "../shared/PROTOCOL.md", &tracked).is_some());
+        assert_eq!(slug(" Models: fused and `pipeline`"), "models-fused-and-pipeline");
+        assert_eq!(anchors(&read("docs/ARCHITECTURE.md").unwrap()), ["a", "the-four-roles"]);
     }
 
     #[test]

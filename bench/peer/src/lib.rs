@@ -6,12 +6,12 @@
 //!
 //! - a tokio multi-thread runtime, one task per connection ([`serve`]);
 //! - a [`tokio_util::codec::Framed`] transport with our [`FrameCodec`] (a `Decoder`/`Encoder`
-//!   pair over `PROTOCOL.md` that reuses `doorway_core::frame` for the byte layout);
+//!   pair over `docs/PROTOCOL.md` that reuses `doorway_core::frame` for the byte layout);
 //! - replies are `feed`-ed while decoded requests are already at hand and flushed once per
 //!   batch, so pipelined requests cost one `write` per batch, not one per reply (the idiom the
 //!   tokio-util docs recommend over `send` per item).
 //!
-//! Semantics (the subset of `PROTOCOL.md` the bench exercises): ECHO (64) answers the same frame,
+//! Semantics (the subset of `docs/PROTOCOL.md` the bench exercises): ECHO (64) answers the same frame,
 //! PING answers PONG, a PONG is consumed, BYE closes after the replies due, any other kind gets
 //! ERROR 2 and the connection stays open; a header with `length > max_body` gets ERROR 1 and
 //! non-zero `flags` ERROR 3, decided from the header alone, then the connection closes.
@@ -50,7 +50,7 @@ pub struct Outbound {
     pub body: Bytes,
 }
 
-/// The `PROTOCOL.md` codec for `Framed`.
+/// The `docs/PROTOCOL.md` codec for `Framed`.
 #[derive(Debug, Clone, Copy)]
 pub struct FrameCodec {
     decoder: frame::Decoder,

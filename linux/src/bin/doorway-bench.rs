@@ -1,4 +1,4 @@
-//! `doorway-bench`: the load generator for `PROTOCOL.md` servers (doorway, the tokio peer, the
+//! `doorway-bench`: the load generator for `docs/PROTOCOL.md` servers (doorway, the tokio peer, the
 //! QEMU firmware).
 //!
 //! Shape of a run, all bounded in time:

@@ -1,4 +1,5 @@
-//! eventfd: the "event notification" half of seed 000's spinlock + event synchronisation.
+//! eventfd: the "event notification" half of the roles' spin lock + event synchronisation
+//! (docs/ARCHITECTURE.md#the-four-roles).
 //!
 //! A producer writes 1; a consumer reads the accumulated count, which resets it. Two flavours:
 //! non-blocking (registered in an epoll set) and blocking (a role thread parks in `read`).

@@ -1,4 +1,5 @@
-//! timerfd: the monitor's periodic tick (seed 000: "timers in every thread, ticked by monitor").
+//! timerfd: the monitor's periodic tick (docs/ARCHITECTURE.md#the-timing-wheel: "timers in every
+//! thread, ticked by monitor").
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};

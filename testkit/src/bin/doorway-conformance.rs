@@ -13,7 +13,7 @@ use doorway_testkit::suite::{run_suite, Target, CASES};
 const USAGE: &str = "\
 usage: doorway-conformance --addr IP:PORT [options]
 
-Runs the PROTOCOL.md conformance suite against the server at IP:PORT.
+Runs the docs/PROTOCOL.md conformance suite against the server at IP:PORT.
 
 options:
   --addr IP:PORT            the server (required)

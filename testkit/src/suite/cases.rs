@@ -1,4 +1,4 @@
-//! The cases of the conformance suite, one function per rule of `PROTOCOL.md`, listed in [`CASES`].
+//! The cases of the conformance suite, one function per rule of `docs/PROTOCOL.md`, listed in [`CASES`].
 //!
 //! Every case opens its own connections, stays inside the target's profile (`max_body`,
 //! `max_concurrent`), bounds every wait by the target's timeout, and checks what the protocol
@@ -502,7 +502,7 @@ fn broadcast(cx: &Cx<'_>) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The STATS keys of the COMMON.md contract.
+/// The STATS keys of the operator contract (docs/ARCHITECTURE.md#operator-contract).
 pub const STATS_KEYS: &[&str] = &[
     "connections_open",
     "connections_accepted",

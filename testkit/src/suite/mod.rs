@@ -1,4 +1,4 @@
-//! THE conformance suite: `PROTOCOL.md` as executable checks, run against any server target.
+//! THE conformance suite: `docs/PROTOCOL.md` as executable checks, run against any server target.
 //!
 //! # Design
 //!
@@ -9,7 +9,7 @@
 //! cases run against a server with 10,000 sockets and one with four.
 //!
 //! The cases are plain named functions in [`CASES`] (see `cases.rs`), each checking one rule of
-//! `PROTOCOL.md` black-box, through real TCP connections. They run one after another (a broadcast
+//! `docs/PROTOCOL.md` black-box, through real TCP connections. They run one after another (a broadcast
 //! reaches every open connection, so cases must not overlap), each with its own connections, and
 //! every wait is bounded by the target's timeout. A case either passes or returns a [`Failure`]
 //! that says what was expected and what arrived; [`run_suite`] collects them into a [`Report`].
@@ -90,7 +90,7 @@ pub enum Needs {
 pub struct Case {
     /// Its name (used by `--only`/`--skip` and in reports).
     pub name: &'static str,
-    /// The rule of `PROTOCOL.md` it checks, in a sentence.
+    /// The rule of `docs/PROTOCOL.md` it checks, in a sentence.
     pub rule: &'static str,
     /// What the target must declare for it to run.
     pub needs: Needs,

@@ -14,7 +14,7 @@ pub const DRAIN: Duration = Duration::from_secs(2);
 /// The largest body the bench sends (the protocol's lengths are u32; the server caps much lower).
 const MAX_BODY: usize = 16 << 20;
 
-/// Load generator for the doorway protocol (PROTOCOL.md).
+/// Load generator for the doorway protocol (docs/PROTOCOL.md).
 ///
 /// Opens `--connections` connections, keeps `--in-flight` ECHO requests outstanding on each (1 =
 /// ping-pong), verifies every reply (kind, seq, body) and reports messages/s, latency percentiles

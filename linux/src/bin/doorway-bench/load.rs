@@ -11,8 +11,8 @@
 //!   buffer holds `in_flight` frames plus slack; a reply that does not fit is a protocol error
 //!   caught by the decoder's length limit.
 //!
-//! Replies arrive in order (`PROTOCOL.md`, Guarantees), so the expected `seq` is a counter and the
-//! send time of request `seq` lives in a ring of `in_flight` slots at `seq % in_flight`.
+//! Replies arrive in order (`docs/PROTOCOL.md`, Guarantees), so the expected `seq` is a counter and
+//! the send time of request `seq` lives in a ring of `in_flight` slots at `seq % in_flight`.
 //!
 //! Any wrong reply, ERROR frame or unexpected close counts as an error and closes that connection:
 //! its stream can no longer be trusted. The run goes on with the others.
