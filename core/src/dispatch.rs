@@ -156,12 +156,14 @@ pub trait MessageMap {
 
 /// An application: a message map plus optional lifecycle hooks.
 pub trait Service: MessageMap {
-    /// A connection was admitted.
+    /// A connection was admitted. Every `on_open` is followed by exactly one [`Service::on_close`]
+    /// for that connection, and `on_close` never runs for a connection without one (a refused
+    /// connection, or one that died before it was first served, never reaches the service).
     fn on_open<C: Context>(&mut self, cx: &mut C) {
         let _ = cx;
     }
 
-    /// A connection is gone; `conn` is already stale.
+    /// A connection that [`Service::on_open`] saw is gone (exactly once); `conn` is already stale.
     fn on_close(&mut self, conn: ConnId) {
         let _ = conn;
     }
