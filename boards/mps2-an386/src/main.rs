@@ -194,7 +194,7 @@ async fn net(mut runner: Runner<'static, &'static mut Lan9118>) -> ! {
 async fn server(stack: Stack<'static>) -> ! {
     let config = Config {
         max_connections: CONNECTIONS,
-        idle_timeout: Duration::from_millis(IDLE_TIMEOUT_MS),
+        idle_timeout: Some(Duration::from_millis(IDLE_TIMEOUT_MS)),
         drain_timeout: Duration::from_millis(DRAIN_TIMEOUT_MS),
         ..Config::new()
     };
