@@ -96,10 +96,10 @@ use embassy_futures::join::join_array;
 use embassy_futures::poll_once;
 use embassy_futures::select::{select, select3, select4, Either, Either3, Either4};
 use embassy_net::tcp::{State, TcpSocket};
-use embassy_net::Stack;
 use embassy_time::{with_deadline, Duration, Instant, Timer};
 
 use crate::hub::{Counters, Hub, Phase};
+use crate::stack::{ServerStack, StartError};
 use crate::timers::{deadline, tick, within, Entries, TimerWheel};
 
 /// How long a reset socket may take to hand its RST to the stack.
@@ -188,6 +188,26 @@ impl<const BUF: usize, const SOCK_RX: usize, const SOCK_TX: usize> ConnBuffers<B
 ///   output).
 ///
 /// Put it in a `static` (its constructor is `const`) so its size shows in the link map.
+///
+/// # Sizing the network stack
+///
+/// The server's sockets live in the embassy-net stack's socket set, so size the stack's
+/// `StackResources` from this type, never by a second count: [`Self::SOCKETS`], plus one if the
+/// stack runs DHCP, plus any socket of the firmware's own. Make the stack with
+/// [`new_stack`](crate::new_stack); [`serve`] then checks the room before it creates a socket
+/// and returns [`StartError::TooFewSockets`] on a mismatch (see [`crate::stack`]).
+///
+/// ```
+/// use doorway_embedded::Storage;
+/// use embassy_net::StackResources;
+///
+/// type MyStorage = Storage<4, 268, 536, 512, 512>;
+/// // A static address: the server's sockets only.
+/// type MyResources = StackResources<{ MyStorage::SOCKETS }>;
+/// // DHCP adds a socket of the stack's own.
+/// type MyDhcpResources = StackResources<{ MyStorage::SOCKETS + 1 }>;
+/// # let _ = (MyResources::new(), MyDhcpResources::new());
+/// ```
 pub struct Storage<
     const SOCKETS: usize,
     const BUF: usize,
@@ -229,6 +249,10 @@ impl<
     /// The largest body a request may carry.
     pub const MAX_BODY: usize = BUF - HEADER_LEN;
 
+    /// The server's TCP sockets: what the stack's `StackResources` must hold besides its own
+    /// (see "Sizing the network stack").
+    pub const SOCKETS: usize = SOCKETS;
+
     /// A snapshot of the server's counters.
     pub fn counters(&self) -> crate::hub::Counters {
         *self.hub.borrow().counters()
@@ -250,9 +274,13 @@ impl<
 
 /// Serves `PROTOCOL.md` with `service` on `stack`, forever.
 ///
-/// Waits for the stack's IP configuration, creates `SOCKETS` TCP sockets in `storage` and runs
-/// every connection in the calling task. This is [`serve_until`] with a `stop` that never
-/// completes; use that to shut the server down gracefully.
+/// Checks that the stack has room for `SOCKETS` sockets, waits for its IP configuration, creates
+/// the sockets in `storage` and runs every connection in the calling task. This is
+/// [`serve_until`] with a `stop` that never completes; use that to shut the server down
+/// gracefully.
+///
+/// It returns only if it cannot start: [`StartError::TooFewSockets`] when the stack's
+/// `StackResources` was not sized from the storage (see [`Storage`], "Sizing the network stack").
 pub async fn serve<
     S,
     const SOCKETS: usize,
@@ -261,18 +289,22 @@ pub async fn serve<
     const SOCK_RX: usize,
     const SOCK_TX: usize,
 >(
-    stack: Stack<'_>,
+    stack: &mut ServerStack<'_>,
     storage: &mut Storage<SOCKETS, BUF, OUT, SOCK_RX, SOCK_TX>,
     service: S,
     config: Config,
-) -> !
+) -> StartError
 where
     S: Service,
 {
-    serve_until(stack, storage, service, config, pending()).await;
-    // `pending` never completes, so `serve_until` never returns and this is never reached.
-    let never: Infallible = pending().await;
-    match never {}
+    match serve_until(stack, storage, service, config, pending()).await {
+        Err(error) => error,
+        Ok(_) => {
+            // `pending` never completes, so a started server never returns: not reached.
+            let never: Infallible = pending().await;
+            match never {}
+        }
+    }
 }
 
 /// Serves `PROTOCOL.md` with `service` on `stack` until `stop` completes, then shuts down
@@ -285,8 +317,10 @@ where
 /// about 100 ms to send resets) after `stop` completed. See the module docs, "Shutdown".
 ///
 /// The counters returned are the same as [`Storage::counters`] afterwards; `connections_open` is
-/// 0. `storage` can be passed to `serve`/`serve_until` again (the counters keep counting). If
-/// `stop` completes before the stack is configured, it returns at once.
+/// 0. `storage` and `stack` can be passed to `serve`/`serve_until` again (the counters keep
+/// counting). If `stop` completes before the stack is configured, it returns at once. If the
+/// stack has no room for `SOCKETS` sockets it returns [`StartError::TooFewSockets`] before
+/// creating any (see [`Storage`], "Sizing the network stack").
 ///
 /// Dropping the future instead of completing `stop` removes the sockets from the stack without
 /// a word to the clients, as dropping any `TcpSocket` does.
@@ -299,19 +333,24 @@ pub async fn serve_until<
     const SOCK_RX: usize,
     const SOCK_TX: usize,
 >(
-    stack: Stack<'_>,
+    stack: &mut ServerStack<'_>,
     storage: &mut Storage<SOCKETS, BUF, OUT, SOCK_RX, SOCK_TX>,
     service: S,
     config: Config,
     stop: F,
-) -> Counters
+) -> Result<Counters, StartError>
 where
     S: Service,
     F: Future<Output = ()>,
 {
+    if let Err(error) = stack.check_room(SOCKETS) {
+        net_debug!("doorway: cannot start: {}", error);
+        return Err(error);
+    }
+    let stack = stack.stack();
     let mut stop = pin!(stop);
     if let Either::Second(()) = select(stack.wait_config_up(), stop.as_mut()).await {
-        return storage.counters();
+        return Ok(storage.counters());
     }
     let service = RefCell::new(service);
     let Storage { conns, hub } = storage;
@@ -349,7 +388,7 @@ where
     }
     net_trace!("doorway: stopped");
     let counters = *hub.borrow().counters();
-    counters
+    Ok(counters)
 }
 
 /// At the drain deadline (the connection futures are gone): resets every socket still open and

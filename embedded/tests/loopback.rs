@@ -16,13 +16,13 @@ use std::task::Context;
 use doorway_core::demo::Demo;
 use doorway_core::frame::{self, kind, Decoder, ErrorCode, HEADER_LEN};
 use doorway_embedded::hub::Counters;
-use doorway_embedded::{serve, serve_until, Config, Storage};
+use doorway_embedded::{new_stack, serve, serve_until, Config, ServerStack, StartError, Storage};
 use embassy_futures::block_on;
 use embassy_futures::join::join;
 use embassy_futures::poll_once;
 use embassy_futures::select::{select, Either};
 use embassy_net::tcp::{State, TcpSocket};
-use embassy_net::{Ipv4Address, Ipv4Cidr, Stack, StackResources, StaticConfigV4};
+use embassy_net::{Ipv4Address, Ipv4Cidr, Runner, Stack, StackResources, StaticConfigV4};
 use embassy_net_driver::{Capabilities, Driver, HardwareAddress, LinkState, RxToken, TxToken};
 use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use embassy_sync::signal::Signal;
@@ -113,14 +113,31 @@ const HANDSHAKE: Duration = Duration::from_millis(1_000);
 /// 4 sockets for 2 connections; max_body 256.
 type TestStorage = Storage<4, 268, 536, 512, 512>;
 
-fn stack(end: End, ip: Ipv4Address, seed: u64) -> (Stack<'static>, embassy_net::Runner<'static, End>) {
-    let config = embassy_net::Config::ipv4_static(StaticConfigV4 {
+/// A static address on the test network.
+fn static_ip(ip: Ipv4Address) -> embassy_net::Config {
+    embassy_net::Config::ipv4_static(StaticConfigV4 {
         address: Ipv4Cidr::new(ip, 24),
         gateway: None,
         dns_servers: Default::default(),
-    });
-    let resources = Box::leak(Box::new(StackResources::<8>::new()));
-    embassy_net::new(end, config, resources, seed)
+    })
+}
+
+/// The client's stack, with room for plenty of client sockets.
+fn client_stack(end: End, ip: Ipv4Address) -> (Stack<'static>, Runner<'static, End>) {
+    embassy_net::new(end, static_ip(ip), Box::leak(Box::new(StackResources::<8>::new())), 2)
+}
+
+/// A server's stack with `SOCK` sockets in its set.
+fn server_stack<const SOCK: usize>(
+    end: End,
+    config: embassy_net::Config,
+) -> Result<(ServerStack<'static>, Runner<'static, End>), StartError> {
+    new_stack(end, config, Box::leak(Box::new(StackResources::<SOCK>::new())), 1)
+}
+
+/// An end of a wire that leads nowhere.
+fn lone_end() -> End {
+    End { mac: [2, 0, 0, 0, 0, 1], rx: Queue::default(), tx: Queue::default(), muted: Muted::default() }
 }
 
 fn frame_bytes(kind: u16, seq: u32, body: &[u8]) -> Vec<u8> {
@@ -204,7 +221,7 @@ fn test_config() -> Config {
 /// takes longer than `limit`.
 fn harness<Srv, SrvFut, Cl, ClFut>(limit: Duration, config: Config, server: Srv, client: Cl)
 where
-    Srv: FnOnce(Stack<'static>, &'static mut TestStorage, Config) -> SrvFut,
+    Srv: FnOnce(ServerStack<'static>, &'static mut TestStorage, Config) -> SrvFut,
     SrvFut: core::future::Future,
     Cl: FnOnce(Stack<'static>, Muted) -> ClFut,
     ClFut: core::future::Future<Output = ()>,
@@ -213,8 +230,10 @@ where
     let muted = Muted::default();
     let server_end = End { mac: [2, 0, 0, 0, 0, 1], rx: a.clone(), tx: b.clone(), muted: Muted::default() };
     let client_end = End { mac: [2, 0, 0, 0, 0, 2], rx: b, tx: a, muted: muted.clone() };
-    let (server_stack, mut server_runner) = stack(server_end, SERVER, 1);
-    let (client_stack, mut client_runner) = stack(client_end, Ipv4Address::new(10, 0, 0, 2), 2);
+    let (server_stack, mut server_runner) =
+        server_stack::<{ TestStorage::SOCKETS }>(server_end, static_ip(SERVER))
+            .expect("a static address takes no socket");
+    let (client_stack, mut client_runner) = client_stack(client_end, Ipv4Address::new(10, 0, 0, 2));
     let storage = Box::leak(Box::new(TestStorage::new()));
     let network = join(server_runner.run(), client_runner.run());
     let server = async {
@@ -251,7 +270,12 @@ where
     F: FnOnce(Stack<'static>, Muted) -> Fut,
     Fut: core::future::Future<Output = ()>,
 {
-    harness(limit, config, |stack, storage, config| serve(stack, storage, Demo, config), test);
+    harness(
+        limit,
+        config,
+        |mut stack, storage, config| async move { serve(&mut stack, storage, Demo, config).await },
+        test,
+    );
 }
 
 /// The test's side of a server run by `serve_until`: the switch that stops it, and what it
@@ -293,8 +317,9 @@ where
     harness(
         limit,
         config,
-        move |stack, storage, config| async move {
-            let counters = serve_until(stack, storage, Demo, config, server_side.stop.wait()).await;
+        move |mut stack, storage, config| async move {
+            let stopped = serve_until(&mut stack, storage, Demo, config, server_side.stop.wait()).await;
+            let counters = stopped.expect("the stack has room for the server");
             server_side.returned.set(Some((Instant::now(), counters)));
         },
         move |stack, _| test(stack, shutdown),
@@ -680,4 +705,34 @@ fn the_largest_timeouts_serve_without_panicking() {
         let (_, counters) = shutdown.returned(Duration::from_secs(3)).await;
         assert_eq!(counters.connections_open, 0);
     });
+}
+
+/// Runs a server with `storage` on `stack` until it returns (it can only fail to start).
+fn start(mut stack: ServerStack<'static>, mut runner: Runner<'static, End>) -> StartError {
+    let storage = Box::leak(Box::new(TestStorage::new()));
+    let limit = Timer::after_secs(5);
+    match block_on(select(select(serve(&mut stack, storage, Demo, test_config()), runner.run()), limit)) {
+        Either::First(Either::First(error)) => error,
+        Either::First(Either::Second(_)) => unreachable!("the stack runs forever"),
+        Either::Second(()) => panic!("the server started on a stack without room for it"),
+    }
+}
+
+#[test]
+fn an_undersized_stack_is_an_error_at_start_not_a_panic() {
+    // A static address: the 4 server sockets need 4 in the set.
+    let (stack, runner) = server_stack::<3>(lone_end(), static_ip(SERVER)).expect("no socket of its own");
+    assert_eq!(start(stack, runner), StartError::TooFewSockets { needed: 4, available: 3 });
+    // DHCP takes one of the set: 4 is one short.
+    let dhcp = embassy_net::Config::dhcpv4(Default::default());
+    let (stack, runner) = server_stack::<4>(lone_end(), dhcp.clone()).expect("room for the DHCP socket");
+    assert_eq!(stack.room(), 3);
+    let error = start(stack, runner);
+    assert_eq!(error, StartError::TooFewSockets { needed: 5, available: 4 });
+    assert!(error.to_string().contains("Storage::SOCKETS"), "the error says how to size: {error}");
+    // With no room even for the DHCP socket, the stack is not made at all.
+    assert_eq!(
+        server_stack::<0>(lone_end(), dhcp).err(),
+        Some(StartError::TooFewSockets { needed: 1, available: 0 })
+    );
 }

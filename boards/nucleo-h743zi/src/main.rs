@@ -9,9 +9,9 @@
 #![no_main]
 
 use doorway_core::demo::Demo;
-use doorway_embedded::{serve, Config, DefaultStorage};
+use doorway_embedded::{new_stack, serve, Config, DefaultStorage, ServerStack};
 use embassy_executor::Spawner;
-use embassy_net::{Runner, Stack, StackResources};
+use embassy_net::{Runner, StackResources};
 use embassy_stm32::eth::{Ethernet, GenericPhy, PacketQueue};
 use embassy_stm32::peripherals::ETH;
 use embassy_stm32::{bind_interrupts, eth};
@@ -25,10 +25,8 @@ bind_interrupts!(struct Irqs {
     ETH => eth::InterruptHandler;
 });
 
-/// Sockets: the default storage has 6, for 4 connections.
-const SOCKETS: usize = 6;
-/// DHCP takes one more socket.
-const STACK_SOCKETS: usize = SOCKETS + 1;
+/// The stack's sockets: the server's (the storage's count, 6 for 4 connections) and DHCP's.
+const STACK_SOCKETS: usize = DefaultStorage::SOCKETS + 1;
 
 type Device = Ethernet<'static, ETH, GenericPhy>;
 
@@ -36,15 +34,24 @@ static STORAGE: ConstStaticCell<DefaultStorage> = ConstStaticCell::new(DefaultSt
 static PACKETS: StaticCell<PacketQueue<4, 4>> = StaticCell::new();
 static STACK_RESOURCES: StaticCell<StackResources<STACK_SOCKETS>> = StaticCell::new();
 
-macro_rules! info {
-    ($fmt:literal $(, $arg:expr)* $(,)?) => {{
+/// Logs at `$level` through defmt, or nothing without the `defmt` feature.
+macro_rules! log {
+    ($level:ident, $fmt:literal $(, $arg:expr)* $(,)?) => {{
         #[cfg(feature = "defmt")]
-        defmt::info!($fmt $(, $arg)*);
+        defmt::$level!($fmt $(, $arg)*);
         #[cfg(not(feature = "defmt"))]
         {
             $( let _ = &$arg; )*
         }
     }};
+}
+
+macro_rules! info {
+    ($($arg:tt)*) => { log!(info, $($arg)*) };
+}
+
+macro_rules! error {
+    ($($arg:tt)*) => { log!(error, $($arg)*) };
 }
 
 #[embassy_executor::main]
@@ -97,10 +104,13 @@ async fn main(spawner: Spawner) {
         mac,
     );
     let net_config = embassy_net::Config::dhcpv4(Default::default());
-    let (stack, runner) =
-        embassy_net::new(device, net_config, STACK_RESOURCES.init(StackResources::new()), seed);
-    spawner.must_spawn(net(runner));
-    spawner.must_spawn(server(stack));
+    match new_stack(device, net_config, STACK_RESOURCES.init(StackResources::new()), seed) {
+        Ok((stack, runner)) => {
+            spawner.must_spawn(net(runner));
+            spawner.must_spawn(server(stack));
+        }
+        Err(e) => error!("doorway cannot start: {}", e),
+    }
 }
 
 #[embassy_executor::task]
@@ -109,11 +119,14 @@ async fn net(mut runner: Runner<'static, Device>) -> ! {
 }
 
 #[embassy_executor::task]
-async fn server(stack: Stack<'static>) -> ! {
-    stack.wait_config_up().await;
-    if let Some(v4) = stack.config_v4() {
+async fn server(mut stack: ServerStack<'static>) {
+    let net = stack.stack();
+    net.wait_config_up().await;
+    if let Some(v4) = net.config_v4() {
         info!("doorway listening on {}:7200", v4.address.address());
         let _ = v4;
     }
-    serve(stack, STORAGE.take(), Demo, Config::new()).await
+    // `serve` returns only if it cannot start.
+    let e = serve(&mut stack, STORAGE.take(), Demo, Config::new()).await;
+    error!("doorway cannot start: {}", e);
 }
