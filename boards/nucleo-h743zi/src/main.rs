@@ -5,15 +5,25 @@
 //! executor sleeps in WFE between events (real Cortex-M7 silicon does sleep there). Logs go out
 //! over RTT with defmt, and a panic prints through `panic-probe`; `cargo xtask flash
 //! nucleo-h743zi` builds, flashes and runs it with `probe-rs run`, which decodes both.
+//!
+//! # Identity
+//!
+//! The MAC address comes from all 96 bits of the chip's unique ID ([`mac`]): unique per board,
+//! the same at every boot. The stack's random seed (TCP initial sequence numbers, local ports)
+//! comes from the hardware RNG, so it differs at every boot, as in embassy's STM32H7 Ethernet
+//! example; a seed from the unique ID would repeat the same sequence numbers after each reset.
 #![no_std]
 #![no_main]
+
+mod mac;
 
 use doorway_core::demo::Demo;
 use doorway_embedded::{new_stack, serve, Config, DefaultStorage, ServerStack};
 use embassy_executor::Spawner;
 use embassy_net::{Runner, StackResources};
 use embassy_stm32::eth::{Ethernet, GenericPhy, PacketQueue};
-use embassy_stm32::peripherals::ETH;
+use embassy_stm32::peripherals::{ETH, RNG};
+use embassy_stm32::rng::{self, Rng};
 use embassy_stm32::{bind_interrupts, eth};
 use static_cell::{ConstStaticCell, StaticCell};
 
@@ -23,6 +33,7 @@ use panic_probe as _;
 
 bind_interrupts!(struct Irqs {
     ETH => eth::InterruptHandler;
+    RNG => rng::InterruptHandler<RNG>;
 });
 
 /// The stack's sockets: the server's (the storage's count, 6 for 4 connections) and DHCP's.
@@ -76,14 +87,14 @@ async fn main(spawner: Spawner) {
         config.rcc.apb3_pre = APBPrescaler::DIV2;
         config.rcc.apb4_pre = APBPrescaler::DIV2;
         config.rcc.voltage_scale = VoltageScale::Scale1;
+        config.rcc.hsi48 = Some(Hsi48Config::new()); // the RNG's clock
     }
     let p = embassy_stm32::init(config);
     info!("doorway nucleo-h743zi booting");
 
-    // A locally administered MAC and the stack's seed from the chip's unique id.
-    let uid = embassy_stm32::uid::uid();
-    let mac = [0x02, 0x00, uid[0], uid[1], uid[2], uid[3]];
-    let seed = u64::from_le_bytes([uid[4], uid[5], uid[6], uid[7], uid[8], uid[9], uid[10], uid[11]]);
+    // The board's own MAC, and a seed that is new at every boot (see "Identity").
+    let mac = mac::from_uid(embassy_stm32::uid::uid());
+    let seed = Rng::new(p.RNG, Irqs).next_u64();
 
     // Pins of the NUCLEO-144 RMII wiring (UM1974): REF_CLK PA1, MDIO PA2, MDC PC1, CRS_DV PA7,
     // RXD0 PC4, RXD1 PC5, TXD0 PG13, TXD1 PB13, TX_EN PG11.
