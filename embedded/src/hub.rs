@@ -35,7 +35,7 @@ use embassy_sync::waitqueue::WakerRegistration;
 use embassy_time::{Duration, Instant};
 
 use crate::out::OutBuf;
-use crate::timers::{tick, Due, Payload, TimerWheel};
+use crate::timers::{deadline, tick, Due, Payload, TimerWheel};
 
 /// Timers a connection may hold at once ([`Context::set_timer`]).
 pub const TIMERS: usize = 2;
@@ -389,7 +389,7 @@ impl<const N: usize, const OUT: usize> Context for Cx<'_, N, OUT> {
     }
 
     fn set_timer(&mut self, token: u32, after_ms: u32) -> Result<(), TimerError> {
-        let at = self.now + Duration::from_millis(after_ms.into());
+        let at = deadline(self.now, Duration::from_millis(after_ms.into()));
         let slot = &self.hub.slots[self.index];
         let (position, existing) =
             match slot.timers.iter().position(|t| matches!(t, Some((k, _)) if *k == token)) {

@@ -16,6 +16,8 @@
 //! - [`server`]: [`serve`], [`serve_until`], [`Config`], [`Storage`]; the per-connection session
 //!   loop, admission and refusal (a connection beyond `max_connections` is accepted, sent ERROR 5
 //!   and closed), and graceful shutdown.
+//! - [`stack`]: [`new_stack`] and [`ServerStack`], the embassy-net stack sized from the storage,
+//!   so that a miscount is a [`StartError`], never smoltcp's panic.
 //! - [`hub`]: what connections share (output buffers, counters, timers) and [`hub::Cx`], the
 //!   embedded [`Context`](doorway_core::dispatch::Context) handlers see.
 //! - [`out`]: per-connection pending output, whole frames only.
@@ -23,8 +25,10 @@
 //!
 //! # Using it in your firmware
 //!
-//! Implement a [`Service`](doorway_core::dispatch::Service) with a message map, give the server a
-//! `Stack` and a `Storage`, and await [`serve`] in a task. The board crates (`boards/`) do exactly
+//! Implement a [`Service`](doorway_core::dispatch::Service) with a message map, make the
+//! embassy-net stack with [`new_stack`] (its `StackResources` sized from the storage type, see
+//! [`Storage`]), give the server that [`ServerStack`] and a `Storage`, and await [`serve`] in a
+//! task. The board crates (`boards/`) do exactly
 //! this with the demo service. To be able to stop the server (before an OTA update, on a button),
 //! await [`serve_until`] with a `stop` future instead: when it completes, the server stops
 //! accepting, answers what each client already sent, sends ERROR 7 (SHUTTING_DOWN), closes every
@@ -34,7 +38,8 @@
 //! ```no_run
 //! use doorway_core::dispatch::{Context, Request, SendError, Service};
 //! use doorway_core::message_map;
-//! use doorway_embedded::{serve, Config, Storage};
+//! use doorway_embedded::{new_stack, serve, Config, ServerStack, StartError, Storage};
+//! use embassy_net::{Runner, StackResources};
 //!
 //! /// Answers kind 100 with a running count.
 //! struct Counter {
@@ -59,17 +64,29 @@
 //! /// 4 sockets for 2 connections, max_body 256 (frame buffer 268), 536 B output, 512 B socket
 //! /// buffers.
 //! type MyStorage = Storage<4, 268, 536, 512, 512>;
+//! /// The stack's sockets, counted from the storage (a static address; DHCP needs one more).
+//! type MyResources = StackResources<{ MyStorage::SOCKETS }>;
 //!
 //! // In firmware: `static STORAGE: StaticCell<MyStorage>` or `ConstStaticCell::new(MyStorage::new())`,
-//! // and an embassy task that owns the stack's runner elsewhere.
-//! async fn server_task(stack: embassy_net::Stack<'static>, storage: &'static mut MyStorage) -> ! {
+//! // the resources in a `StaticCell`, and an embassy task that runs the stack's runner.
+//! fn make_stack<D: embassy_net::driver::Driver>(
+//!     driver: D,
+//!     resources: &'static mut MyResources,
+//! ) -> Result<(ServerStack<'static>, Runner<'static, D>), StartError> {
+//!     let address = embassy_net::Ipv4Cidr::new(embassy_net::Ipv4Address::new(10, 0, 2, 15), 24);
+//!     let ip = embassy_net::StaticConfigV4 { address, gateway: None, dns_servers: Default::default() };
+//!     new_stack(driver, embassy_net::Config::ipv4_static(ip), resources, 0x646f_6f72)
+//! }
+//!
+//! async fn server_task(mut stack: ServerStack<'static>, storage: &'static mut MyStorage) {
 //!     let config = Config { port: 7200, max_connections: 2, ..Config::new() };
-//!     serve(stack, storage, Counter { n: 0 }, config).await
+//!     // Runs forever; returns only if the stack has no room for the storage's sockets.
+//!     let _error: StartError = serve(&mut stack, storage, Counter { n: 0 }, config).await;
 //! }
 //!
 //! /// The same, stopped by a signal another task raises; returns once every client is closed.
 //! async fn stoppable_server_task(
-//!     stack: embassy_net::Stack<'static>,
+//!     mut stack: ServerStack<'static>,
 //!     storage: &'static mut MyStorage,
 //!     stop: &'static embassy_sync::signal::Signal<
 //!         embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex,
@@ -77,8 +94,10 @@
 //!     >,
 //! ) {
 //!     let config = Config { port: 7200, max_connections: 2, ..Config::new() };
-//!     let counters = doorway_embedded::serve_until(stack, storage, Counter { n: 0 }, config, stop.wait()).await;
-//!     let _served = counters.connections_accepted;
+//!     let stopped = doorway_embedded::serve_until(&mut stack, storage, Counter { n: 0 }, config, stop.wait());
+//!     if let Ok(counters) = stopped.await {
+//!         let _served = counters.connections_accepted;
+//!     }
 //! }
 //! # fn main() { let _ = (server_task, stoppable_server_task); }
 //! ```
@@ -97,6 +116,8 @@ mod fmt;
 pub mod hub;
 pub mod out;
 pub mod server;
+pub mod stack;
 pub mod timers;
 
 pub use server::{serve, serve_until, Config, DefaultStorage, Storage};
+pub use stack::{new_stack, ServerStack, StartError};

@@ -19,6 +19,14 @@
 //! socket is busy finds no listener and is reset by the TCP stack: refused either way, never left
 //! hanging.
 //!
+//! A listening socket that receives a SYN stops listening until the handshake completes. One that
+//! never completes (a client that lost its link after its SYN, a scanner) would hold the socket
+//! forever, and a few of them would leave none listening until reboot; so each listening socket
+//! carries a TCP timeout of [`Config::handshake_timeout`] (10 s): the stack resets a handshake
+//! that long silent, `accept` returns with the socket closed, and the socket listens again
+//! without counting a connection. The timeout is cleared once the connection is in: sessions
+//! have their own (idle, write, linger).
+//!
 //! # One session
 //!
 //! The session loop keeps the bytes of an unfinished frame in the connection's frame buffer
@@ -88,13 +96,24 @@ use embassy_futures::join::join_array;
 use embassy_futures::poll_once;
 use embassy_futures::select::{select, select3, select4, Either, Either3, Either4};
 use embassy_net::tcp::{State, TcpSocket};
-use embassy_net::Stack;
-use embassy_time::{with_timeout, Duration, Instant, Timer};
+use embassy_time::{with_deadline, Duration, Instant, Timer};
 
 use crate::hub::{Counters, Hub, Phase};
-use crate::timers::{tick, Entries, TimerWheel};
+use crate::stack::{ServerStack, StartError};
+use crate::timers::{deadline, tick, within, Entries, TimerWheel};
+
+/// How long a reset socket may take to hand its RST to the stack.
+const RESET_FLUSH: Duration = Duration::from_millis(100);
+
+/// The longest timeout handed to a smoltcp socket: its clock is signed microseconds, so a longer
+/// one (`Duration::MAX`) would wrap negative and expire at once. 2^31 s is 68 years.
+const MAX_SOCKET_TIMEOUT: Duration = Duration::from_secs(1 << 31);
 
 /// Runtime settings of the embedded server (capacities are const generics of [`Storage`]).
+///
+/// Any duration is valid, up to `Duration::MAX`: deadlines saturate at "never" instead of
+/// overflowing. A timeout that can be switched off is an `Option`, and `None` is off; the other
+/// durations bound a close or a shutdown, where "never" is `Duration::MAX`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Config {
@@ -103,10 +122,15 @@ pub struct Config {
     /// Sessions served at once; a connection beyond them gets ERROR 5. At most the socket count;
     /// two sockets more than this keep reconnects from being refused (see the module docs).
     pub max_connections: usize,
-    /// Close a connection that sent no complete frame for this long (ERROR 4).
-    pub idle_timeout: Duration,
+    /// Give up a connection whose TCP handshake has not completed this long after its last
+    /// segment (a SYN whose client lost its link, a scanner): the listening socket resets it and
+    /// listens again. `None` waits forever, so a few such SYNs can take every socket until
+    /// reboot. Values above 68 years count as 68 years (smoltcp's clock is signed).
+    pub handshake_timeout: Option<Duration>,
+    /// Close a connection that sent no complete frame for this long (ERROR 4); `None`: never.
+    pub idle_timeout: Option<Duration>,
     /// Close a connection whose output stayed above the watermark this long (ERROR 6), and bound
-    /// the flush of what is owed before a close.
+    /// the flush of what is owed before a close (and the ERROR 5 of a refusal).
     pub write_timeout: Duration,
     /// After a close, how long to wait for the client to acknowledge our last bytes and FIN
     /// (input is discarded meanwhile) before the socket is reset.
@@ -120,13 +144,14 @@ impl Config {
     /// The protocol's default port.
     pub const DEFAULT_PORT: u16 = 7200;
 
-    /// Defaults: port 7200, 4 connections, idle timeout 60 s, write timeout 5 s, linger 1 s,
-    /// drain timeout 5 s.
+    /// Defaults: port 7200, 4 connections, handshake timeout 10 s, idle timeout 60 s, write
+    /// timeout 5 s, linger 1 s, drain timeout 5 s.
     pub const fn new() -> Config {
         Config {
             port: Config::DEFAULT_PORT,
             max_connections: 4,
-            idle_timeout: Duration::from_secs(60),
+            handshake_timeout: Some(Duration::from_secs(10)),
+            idle_timeout: Some(Duration::from_secs(60)),
             write_timeout: Duration::from_secs(5),
             linger: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(5),
@@ -163,6 +188,26 @@ impl<const BUF: usize, const SOCK_RX: usize, const SOCK_TX: usize> ConnBuffers<B
 ///   output).
 ///
 /// Put it in a `static` (its constructor is `const`) so its size shows in the link map.
+///
+/// # Sizing the network stack
+///
+/// The server's sockets live in the embassy-net stack's socket set, so size the stack's
+/// `StackResources` from this type, never by a second count: [`Self::SOCKETS`], plus one if the
+/// stack runs DHCP, plus any socket of the firmware's own. Make the stack with
+/// [`new_stack`](crate::new_stack); [`serve`] then checks the room before it creates a socket
+/// and returns [`StartError::TooFewSockets`] on a mismatch (see [`crate::stack`]).
+///
+/// ```
+/// use doorway_embedded::Storage;
+/// use embassy_net::StackResources;
+///
+/// type MyStorage = Storage<4, 268, 536, 512, 512>;
+/// // A static address: the server's sockets only.
+/// type MyResources = StackResources<{ MyStorage::SOCKETS }>;
+/// // DHCP adds a socket of the stack's own.
+/// type MyDhcpResources = StackResources<{ MyStorage::SOCKETS + 1 }>;
+/// # let _ = (MyResources::new(), MyDhcpResources::new());
+/// ```
 pub struct Storage<
     const SOCKETS: usize,
     const BUF: usize,
@@ -204,6 +249,10 @@ impl<
     /// The largest body a request may carry.
     pub const MAX_BODY: usize = BUF - HEADER_LEN;
 
+    /// The server's TCP sockets: what the stack's `StackResources` must hold besides its own
+    /// (see "Sizing the network stack").
+    pub const SOCKETS: usize = SOCKETS;
+
     /// A snapshot of the server's counters.
     pub fn counters(&self) -> crate::hub::Counters {
         *self.hub.borrow().counters()
@@ -225,9 +274,13 @@ impl<
 
 /// Serves `PROTOCOL.md` with `service` on `stack`, forever.
 ///
-/// Waits for the stack's IP configuration, creates `SOCKETS` TCP sockets in `storage` and runs
-/// every connection in the calling task. This is [`serve_until`] with a `stop` that never
-/// completes; use that to shut the server down gracefully.
+/// Checks that the stack has room for `SOCKETS` sockets, waits for its IP configuration, creates
+/// the sockets in `storage` and runs every connection in the calling task. This is
+/// [`serve_until`] with a `stop` that never completes; use that to shut the server down
+/// gracefully.
+///
+/// It returns only if it cannot start: [`StartError::TooFewSockets`] when the stack's
+/// `StackResources` was not sized from the storage (see [`Storage`], "Sizing the network stack").
 pub async fn serve<
     S,
     const SOCKETS: usize,
@@ -236,18 +289,22 @@ pub async fn serve<
     const SOCK_RX: usize,
     const SOCK_TX: usize,
 >(
-    stack: Stack<'_>,
+    stack: &mut ServerStack<'_>,
     storage: &mut Storage<SOCKETS, BUF, OUT, SOCK_RX, SOCK_TX>,
     service: S,
     config: Config,
-) -> !
+) -> StartError
 where
     S: Service,
 {
-    serve_until(stack, storage, service, config, pending()).await;
-    // `pending` never completes, so `serve_until` never returns and this is never reached.
-    let never: Infallible = pending().await;
-    match never {}
+    match serve_until(stack, storage, service, config, pending()).await {
+        Err(error) => error,
+        Ok(_) => {
+            // `pending` never completes, so a started server never returns: not reached.
+            let never: Infallible = pending().await;
+            match never {}
+        }
+    }
 }
 
 /// Serves `PROTOCOL.md` with `service` on `stack` until `stop` completes, then shuts down
@@ -260,8 +317,10 @@ where
 /// about 100 ms to send resets) after `stop` completed. See the module docs, "Shutdown".
 ///
 /// The counters returned are the same as [`Storage::counters`] afterwards; `connections_open` is
-/// 0. `storage` can be passed to `serve`/`serve_until` again (the counters keep counting). If
-/// `stop` completes before the stack is configured, it returns at once.
+/// 0. `storage` and `stack` can be passed to `serve`/`serve_until` again (the counters keep
+/// counting). If `stop` completes before the stack is configured, it returns at once. If the
+/// stack has no room for `SOCKETS` sockets it returns [`StartError::TooFewSockets`] before
+/// creating any (see [`Storage`], "Sizing the network stack").
 ///
 /// Dropping the future instead of completing `stop` removes the sockets from the stack without
 /// a word to the clients, as dropping any `TcpSocket` does.
@@ -274,19 +333,24 @@ pub async fn serve_until<
     const SOCK_RX: usize,
     const SOCK_TX: usize,
 >(
-    stack: Stack<'_>,
+    stack: &mut ServerStack<'_>,
     storage: &mut Storage<SOCKETS, BUF, OUT, SOCK_RX, SOCK_TX>,
     service: S,
     config: Config,
     stop: F,
-) -> Counters
+) -> Result<Counters, StartError>
 where
     S: Service,
     F: Future<Output = ()>,
 {
+    if let Err(error) = stack.check_room(SOCKETS) {
+        net_debug!("doorway: cannot start: {}", error);
+        return Err(error);
+    }
+    let stack = stack.stack();
     let mut stop = pin!(stop);
     if let Either::Second(()) = select(stack.wait_config_up(), stop.as_mut()).await {
-        return storage.counters();
+        return Ok(storage.counters());
     }
     let service = RefCell::new(service);
     let Storage { conns, hub } = storage;
@@ -309,7 +373,7 @@ where
     let stopper = async {
         stop.await;
         net_trace!("doorway: stopping");
-        let deadline = Instant::now() + config.drain_timeout;
+        let deadline = deadline(Instant::now(), config.drain_timeout);
         hub.borrow_mut().stop(deadline);
         Timer::at(deadline).await;
     };
@@ -324,7 +388,7 @@ where
     }
     net_trace!("doorway: stopped");
     let counters = *hub.borrow().counters();
-    counters
+    Ok(counters)
 }
 
 /// At the drain deadline (the connection futures are gone): resets every socket still open and
@@ -350,7 +414,7 @@ async fn reset_the_rest<S: Service, const N: usize, const BUF: usize, const OUT:
     }
     // Let the stack send the resets (bounded: a socket whose reset cannot go out is dropped).
     let flushed = join_array(sockets.each_mut().map(|(socket, _)| socket.flush()));
-    let _ = with_timeout(Duration::from_millis(100), flushed).await;
+    let _ = within(RESET_FLUSH, flushed).await;
 }
 
 /// Sleeps until the wheel's next slot is due (or an earlier timer is armed), then fires what is
@@ -418,8 +482,16 @@ async fn connection<S: Service, const N: usize, const BUF: usize, const OUT: usi
         if hub.borrow().stopping() {
             return;
         }
+        // A handshake that does not complete in time is reset by the stack (the socket closes
+        // and `accept` returns); sessions have their own timeouts, so it is cleared once in.
+        socket.set_timeout(config.handshake_timeout.map(|t| t.min(MAX_SOCKET_TIMEOUT)));
         let accepted = select(socket.accept(config.port), stopping(hub, index)).await;
+        socket.set_timeout(None);
         match accepted {
+            Either::First(Ok(())) if socket.state() == State::Closed => {
+                net_debug!("doorway: socket {} gave up a half-open handshake", index);
+                continue;
+            }
             Either::First(Ok(())) => {}
             Either::First(Err(_)) => {
                 socket.abort();
@@ -430,7 +502,7 @@ async fn connection<S: Service, const N: usize, const BUF: usize, const OUT: usi
                 // Stop listening: later SYNs find no socket and are reset by the stack, and one
                 // caught half-open (SYN received, not yet accepted) is reset now.
                 socket.abort();
-                let _ = with_timeout(Duration::from_millis(100), socket.flush()).await;
+                let _ = within(RESET_FLUSH, socket.flush()).await;
                 return;
             }
         }
@@ -472,9 +544,10 @@ async fn refuse<const N: usize, const OUT: usize>(
         counters.frames_out += 1;
         counters.bytes_out += n as u64;
     }
+    let until = deadline(Instant::now(), config.write_timeout);
     let mut sent = 0;
     while sent < n {
-        match with_timeout(config.write_timeout, socket.write(&error[sent..n])).await {
+        match with_deadline(until, socket.write(&error[sent..n])).await {
             Ok(Ok(k)) if k > 0 => sent += k,
             _ => break,
         }
@@ -499,7 +572,7 @@ async fn shut_down(
 ) {
     if end == End::Shut {
         socket.close();
-        let deadline = Instant::now() + config.linger;
+        let deadline = deadline(Instant::now(), config.linger);
         let (mut rd, mut wr) = socket.split();
         let mut peer_closed = false;
         let mut acknowledged = false;
@@ -528,7 +601,20 @@ async fn shut_down(
     }
     if !matches!(socket.state(), State::Closed | State::TimeWait) {
         socket.abort();
-        let _ = with_timeout(Duration::from_millis(100), socket.flush()).await;
+        let _ = within(RESET_FLUSH, socket.flush()).await;
+    }
+}
+
+/// Arms (or moves) slot `index`'s idle timer to `now` + the idle timeout, if there is one.
+fn restart_idle<const N: usize, const OUT: usize>(
+    hub: &mut Hub<N, OUT>,
+    index: usize,
+    now: Instant,
+    config: Config,
+    wheel: &mut TimerWheel<N>,
+) {
+    if let Some(idle) = config.idle_timeout {
+        hub.arm_idle(index, deadline(now, idle), wheel);
     }
 }
 
@@ -553,7 +639,7 @@ async fn session<S: Service, const N: usize, const BUF: usize, const OUT: usize>
     let mut drain_left = 0usize;
     let mut closing_deadline = Instant::MAX;
     let mut paused_since: Option<Instant> = None;
-    hub.borrow_mut().arm_idle(index, Instant::now() + config.idle_timeout, &mut wheel.borrow_mut());
+    restart_idle(&mut hub.borrow_mut(), index, Instant::now(), config, &mut wheel.borrow_mut());
     loop {
         let now = Instant::now();
         let was_closing = closing;
@@ -624,7 +710,7 @@ async fn session<S: Service, const N: usize, const BUF: usize, const OUT: usize>
             }
             if consumed > 0 && !closing && !draining {
                 // One O(1) move of the idle timer per batch of frames.
-                hub.arm_idle(index, now + config.idle_timeout, wheel);
+                restart_idle(&mut hub, index, now, config, wheel);
             }
             frame.copy_within(consumed..len, 0);
             len -= consumed;
@@ -659,11 +745,11 @@ async fn session<S: Service, const N: usize, const BUF: usize, const OUT: usize>
             if paused || closing || draining {
                 hub.disarm_idle(index, wheel);
             } else if hub.slots[index].idle.is_none() {
-                hub.arm_idle(index, now + config.idle_timeout, wheel);
+                restart_idle(&mut hub, index, now, config, wheel);
             }
             if closing && !was_closing {
                 hub.slots[index].phase = Phase::Closing;
-                closing_deadline = now + config.write_timeout;
+                closing_deadline = deadline(now, config.write_timeout);
             }
             if closing && hub.slots[index].out.is_empty() {
                 return End::Shut;
@@ -672,7 +758,7 @@ async fn session<S: Service, const N: usize, const BUF: usize, const OUT: usize>
         // The next deadline of this session (the idle timeout lives on the wheel).
         let deadline = match (closing, paused_since) {
             (true, _) => Some(closing_deadline),
-            (false, Some(since)) => Some(since + config.write_timeout),
+            (false, Some(since)) => Some(deadline(since, config.write_timeout)),
             (false, None) => None,
         };
         if deadline.is_some_and(|d| now >= d) {

@@ -17,8 +17,19 @@
 //!
 //! A payload carries its slot's generation, so a timer that fires for a connection that has
 //! since closed and been replaced is ignored.
+//!
+//! # Deadlines saturate
+//!
+//! Every deadline of the server is `now` plus a configured duration, and any duration is a valid
+//! setting, up to `Duration::MAX`. So deadlines are added with [`deadline`], which stops at
+//! `Instant::MAX` (never) instead of overflowing, and waits are bounded with [`within`], never
+//! with embassy-time's `with_timeout` (which adds with `+` and panics on overflow). The wheel
+//! takes any `u64` tick, `Instant::MAX` included.
+
+use core::future::Future;
 
 use doorway_core::wheel::{Entry, Wheel};
+use embassy_time::{with_deadline, Duration, Instant, TimeoutError};
 
 use crate::hub::TIMERS;
 
@@ -73,4 +84,30 @@ pub type TimerWheel<const N: usize> = Wheel<Payload, Entries<N>>;
 /// Core ticks from embassy-time ticks (the same unit).
 pub fn tick(at: embassy_time::Instant) -> doorway_core::time::Instant {
     doorway_core::time::Instant::from_ticks(at.as_ticks())
+}
+
+/// `start + after`, saturating at `Instant::MAX`: a deadline that far away never comes.
+pub fn deadline(start: Instant, after: Duration) -> Instant {
+    start.saturating_add(after)
+}
+
+/// Runs `future` for at most `after` from now (`with_timeout` with a saturating deadline).
+pub fn within<F: Future>(
+    after: Duration,
+    future: F,
+) -> impl Future<Output = Result<F::Output, TimeoutError>> {
+    with_deadline(deadline(Instant::now(), after), future)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_saturate_at_never() {
+        let start = Instant::from_ticks(1_000);
+        assert_eq!(deadline(start, Duration::from_ticks(500)), Instant::from_ticks(1_500));
+        assert_eq!(deadline(start, Duration::MAX), Instant::MAX);
+        assert_eq!(deadline(Instant::MAX, Duration::from_ticks(1)), Instant::MAX);
+    }
 }

@@ -9,19 +9,20 @@
 //! bounded by a deadline so a hang fails instead of blocking the test run.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::rc::Rc;
 use std::task::Context;
 
 use doorway_core::demo::Demo;
 use doorway_core::frame::{self, kind, Decoder, ErrorCode, HEADER_LEN};
 use doorway_embedded::hub::Counters;
-use doorway_embedded::{serve, serve_until, Config, Storage};
+use doorway_embedded::{new_stack, serve, serve_until, Config, ServerStack, StartError, Storage};
 use embassy_futures::block_on;
 use embassy_futures::join::join;
+use embassy_futures::poll_once;
 use embassy_futures::select::{select, Either};
-use embassy_net::tcp::TcpSocket;
-use embassy_net::{Ipv4Address, Ipv4Cidr, Stack, StackResources, StaticConfigV4};
+use embassy_net::tcp::{State, TcpSocket};
+use embassy_net::{Ipv4Address, Ipv4Cidr, Runner, Stack, StackResources, StaticConfigV4};
 use embassy_net_driver::{Capabilities, Driver, HardwareAddress, LinkState, RxToken, TxToken};
 use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use embassy_sync::signal::Signal;
@@ -29,15 +30,32 @@ use embassy_time::{with_timeout, Duration, Instant, Timer};
 
 type Queue = Rc<RefCell<VecDeque<Vec<u8>>>>;
 
+/// Local TCP ports of an end whose segments other than SYNs are lost on the wire: connections
+/// from them stay half-open on the server (a client that lost its link after its SYN).
+type Muted = Rc<RefCell<HashSet<u16>>>;
+
 /// One end of the wire: frames sent here appear in the other end's queue.
 struct End {
     mac: [u8; 6],
     rx: Queue,
     tx: Queue,
+    muted: Muted,
 }
 
 struct Rx(Vec<u8>);
-struct Tx(Queue);
+struct Tx(Queue, Muted);
+
+/// Whether the wire loses `frame`: a TCP segment without SYN from a muted port.
+fn lost(frame: &[u8], muted: &HashSet<u16>) -> bool {
+    const ETHERTYPE_IPV4: [u8; 2] = [0x08, 0x00];
+    const TCP: u8 = 6;
+    const SYN: u8 = 0x02;
+    if frame.len() < 14 + 20 || frame[12..14] != ETHERTYPE_IPV4 || frame[14 + 9] != TCP {
+        return false;
+    }
+    let tcp = &frame[14 + usize::from(frame[14] & 0x0f) * 4..];
+    tcp.len() >= 20 && muted.contains(&u16::from_be_bytes([tcp[0], tcp[1]])) && tcp[13] & SYN == 0
+}
 
 impl RxToken for Rx {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(mut self, f: F) -> R {
@@ -49,7 +67,9 @@ impl TxToken for Tx {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         let mut buf = vec![0; len];
         let r = f(&mut buf);
-        self.0.borrow_mut().push_back(buf);
+        if !lost(&buf, &self.1.borrow()) {
+            self.0.borrow_mut().push_back(buf);
+        }
         r
     }
 }
@@ -62,11 +82,11 @@ impl Driver for End {
         // The busy executor polls again anyway; waking keeps the stack's runner honest.
         cx.waker().wake_by_ref();
         let frame = self.rx.borrow_mut().pop_front()?;
-        Some((Rx(frame), Tx(self.tx.clone())))
+        Some((Rx(frame), Tx(self.tx.clone(), self.muted.clone())))
     }
 
     fn transmit(&mut self, _cx: &mut Context) -> Option<Tx> {
-        Some(Tx(self.tx.clone()))
+        Some(Tx(self.tx.clone(), self.muted.clone()))
     }
 
     fn link_state(&mut self, _cx: &mut Context) -> LinkState {
@@ -88,17 +108,36 @@ const SERVER: Ipv4Address = Ipv4Address::new(10, 0, 0, 1);
 const PORT: u16 = 7200;
 const MAX_CONNECTIONS: usize = 2;
 const IDLE_MS: u64 = 400;
+/// The handshake timeout of the tests.
+const HANDSHAKE: Duration = Duration::from_millis(1_000);
 /// 4 sockets for 2 connections; max_body 256.
 type TestStorage = Storage<4, 268, 536, 512, 512>;
 
-fn stack(end: End, ip: Ipv4Address, seed: u64) -> (Stack<'static>, embassy_net::Runner<'static, End>) {
-    let config = embassy_net::Config::ipv4_static(StaticConfigV4 {
+/// A static address on the test network.
+fn static_ip(ip: Ipv4Address) -> embassy_net::Config {
+    embassy_net::Config::ipv4_static(StaticConfigV4 {
         address: Ipv4Cidr::new(ip, 24),
         gateway: None,
         dns_servers: Default::default(),
-    });
-    let resources = Box::leak(Box::new(StackResources::<8>::new()));
-    embassy_net::new(end, config, resources, seed)
+    })
+}
+
+/// The client's stack, with room for plenty of client sockets.
+fn client_stack(end: End, ip: Ipv4Address) -> (Stack<'static>, Runner<'static, End>) {
+    embassy_net::new(end, static_ip(ip), Box::leak(Box::new(StackResources::<8>::new())), 2)
+}
+
+/// A server's stack with `SOCK` sockets in its set.
+fn server_stack<const SOCK: usize>(
+    end: End,
+    config: embassy_net::Config,
+) -> Result<(ServerStack<'static>, Runner<'static, End>), StartError> {
+    new_stack(end, config, Box::leak(Box::new(StackResources::<SOCK>::new())), 1)
+}
+
+/// An end of a wire that leads nowhere.
+fn lone_end() -> End {
+    End { mac: [2, 0, 0, 0, 0, 1], rx: Queue::default(), tx: Queue::default(), muted: Muted::default() }
 }
 
 fn frame_bytes(kind: u16, seq: u32, body: &[u8]) -> Vec<u8> {
@@ -163,12 +202,14 @@ impl Client {
     }
 }
 
-/// The settings the tests use: short idle timeout, write timeout 2 s, linger 300 ms.
+/// The settings the tests use: short handshake and idle timeouts, write timeout 2 s, linger
+/// 300 ms.
 fn test_config() -> Config {
     Config {
         port: PORT,
         max_connections: MAX_CONNECTIONS,
-        idle_timeout: Duration::from_millis(IDLE_MS),
+        handshake_timeout: Some(HANDSHAKE),
+        idle_timeout: Some(Duration::from_millis(IDLE_MS)),
         write_timeout: Duration::from_secs(2),
         linger: Duration::from_millis(300),
         drain_timeout: Duration::from_secs(5),
@@ -180,16 +221,19 @@ fn test_config() -> Config {
 /// takes longer than `limit`.
 fn harness<Srv, SrvFut, Cl, ClFut>(limit: Duration, config: Config, server: Srv, client: Cl)
 where
-    Srv: FnOnce(Stack<'static>, &'static mut TestStorage, Config) -> SrvFut,
+    Srv: FnOnce(ServerStack<'static>, &'static mut TestStorage, Config) -> SrvFut,
     SrvFut: core::future::Future,
-    Cl: FnOnce(Stack<'static>) -> ClFut,
+    Cl: FnOnce(Stack<'static>, Muted) -> ClFut,
     ClFut: core::future::Future<Output = ()>,
 {
     let (a, b): (Queue, Queue) = Default::default();
-    let server_end = End { mac: [2, 0, 0, 0, 0, 1], rx: a.clone(), tx: b.clone() };
-    let client_end = End { mac: [2, 0, 0, 0, 0, 2], rx: b, tx: a };
-    let (server_stack, mut server_runner) = stack(server_end, SERVER, 1);
-    let (client_stack, mut client_runner) = stack(client_end, Ipv4Address::new(10, 0, 0, 2), 2);
+    let muted = Muted::default();
+    let server_end = End { mac: [2, 0, 0, 0, 0, 1], rx: a.clone(), tx: b.clone(), muted: Muted::default() };
+    let client_end = End { mac: [2, 0, 0, 0, 0, 2], rx: b, tx: a, muted: muted.clone() };
+    let (server_stack, mut server_runner) =
+        server_stack::<{ TestStorage::SOCKETS }>(server_end, static_ip(SERVER))
+            .expect("a static address takes no socket");
+    let (client_stack, mut client_runner) = client_stack(client_end, Ipv4Address::new(10, 0, 0, 2));
     let storage = Box::leak(Box::new(TestStorage::new()));
     let network = join(server_runner.run(), client_runner.run());
     let server = async {
@@ -199,7 +243,7 @@ where
     };
     let client = async {
         client_stack.wait_config_up().await;
-        client(client_stack).await;
+        client(client_stack, muted).await;
     };
     let deadline = Timer::at(Instant::now() + limit);
     let outcome = block_on(select(join(network, server), select(client, deadline)));
@@ -216,7 +260,22 @@ where
     F: FnOnce(Stack<'static>) -> Fut,
     Fut: core::future::Future<Output = ()>,
 {
-    harness(limit, test_config(), |stack, storage, config| serve(stack, storage, Demo, config), test);
+    with_server_on_wire(limit, test_config(), |stack, _| test(stack));
+}
+
+/// Runs `test` against a fresh server (`serve`) with `config`, giving it the client's [`Muted`]
+/// ports; fails if it takes longer than `limit`.
+fn with_server_on_wire<F, Fut>(limit: Duration, config: Config, test: F)
+where
+    F: FnOnce(Stack<'static>, Muted) -> Fut,
+    Fut: core::future::Future<Output = ()>,
+{
+    harness(
+        limit,
+        config,
+        |mut stack, storage, config| async move { serve(&mut stack, storage, Demo, config).await },
+        test,
+    );
 }
 
 /// The test's side of a server run by `serve_until`: the switch that stops it, and what it
@@ -258,11 +317,12 @@ where
     harness(
         limit,
         config,
-        move |stack, storage, config| async move {
-            let counters = serve_until(stack, storage, Demo, config, server_side.stop.wait()).await;
+        move |mut stack, storage, config| async move {
+            let stopped = serve_until(&mut stack, storage, Demo, config, server_side.stop.wait()).await;
+            let counters = stopped.expect("the stack has room for the server");
             server_side.returned.set(Some((Instant::now(), counters)));
         },
-        move |stack| test(stack, shutdown),
+        move |stack, _| test(stack, shutdown),
     );
 }
 
@@ -558,4 +618,121 @@ fn the_drain_timeout_bounds_a_client_that_never_reads() {
         assert!(with_timeout(Duration::from_secs(2), read_all).await.is_ok(), "the connection ended");
         assert!(next < 60, "the slow client cannot have been answered in full");
     });
+}
+
+/// Opens a connection that stays half-open on the server: the SYN goes out and the server's
+/// SYN-ACK arrives (the client socket is established), but the final ACK and everything after it
+/// from this socket are lost on the wire, as if the client lost its link.
+async fn half_open(stack: Stack<'static>, muted: &Muted) -> TcpSocket<'static> {
+    let rx = Box::leak(vec![0u8; 256].into_boxed_slice());
+    let tx = Box::leak(vec![0u8; 256].into_boxed_slice());
+    let mut socket = TcpSocket::new(stack, rx, tx);
+    // One poll picks the local port and queues the SYN; the stack sends it only once this task
+    // yields, so the port is muted before anything but the SYN can leave.
+    assert!(poll_once(socket.connect((SERVER, PORT))).is_pending(), "a connect waits for SYN-ACK");
+    let port = socket.local_endpoint().expect("a connecting socket has a local endpoint").port;
+    muted.borrow_mut().insert(port);
+    let start = Instant::now();
+    while socket.state() != State::Established {
+        assert!(start.elapsed() < Duration::from_secs(2), "no SYN-ACK for the half-open connection");
+        Timer::after_millis(5).await;
+    }
+    socket
+}
+
+#[test]
+fn half_open_handshakes_give_their_sockets_back() {
+    with_server_on_wire(Duration::from_secs(20), test_config(), |stack, muted| async move {
+        // Bare SYNs take every socket the server has (4).
+        let start = Instant::now();
+        let mut ghosts = Vec::new();
+        for _ in 0..4 {
+            ghosts.push(half_open(stack, &muted).await);
+        }
+        assert_eq!(knock(stack).await, Knock::Refused, "every socket is half-open");
+        // The handshakes time out and the sockets listen again: a real client is served.
+        loop {
+            match knock(stack).await {
+                Knock::Served => break,
+                Knock::Refused => {}
+                other => panic!("a client found a socket but was not served: {other:?}"),
+            }
+            assert!(
+                start.elapsed() < HANDSHAKE + Duration::from_secs(2),
+                "still no listening socket {:?} after the half-open handshakes",
+                start.elapsed()
+            );
+            Timer::after_millis(100).await;
+        }
+        let took = start.elapsed();
+        assert!(took >= HANDSHAKE, "a handshake was given up after {took:?}, before the timeout");
+    });
+}
+
+#[test]
+fn the_largest_timeouts_serve_without_panicking() {
+    let config = Config {
+        handshake_timeout: Some(Duration::MAX),
+        idle_timeout: Some(Duration::MAX),
+        write_timeout: Duration::MAX,
+        linger: Duration::MAX,
+        drain_timeout: Duration::MAX,
+        ..test_config()
+    };
+    with_stoppable_server(Duration::from_secs(10), config, |stack, shutdown| async move {
+        // Sessions (idle timeout), a refusal (write timeout), a close (write timeout, linger).
+        let mut a = Client::connect(stack).await;
+        let mut b = Client::connect(stack).await;
+        for (c, seq) in [(&mut a, 1), (&mut b, 2)] {
+            c.send(&frame_bytes(kind::PING, seq, b"")).await;
+            assert_eq!(c.recv().await, Some((kind::PONG, seq, Vec::new())));
+        }
+        let mut refused = Client::connect(stack).await;
+        refused.expect_error(ErrorCode::ServerFull, 0).await;
+        refused.expect_close().await;
+        refused.socket.close();
+        let mut bytes = frame_bytes(kind::ECHO, 3, b"last");
+        bytes.extend(frame_bytes(kind::BYE, 4, b""));
+        a.send(&bytes).await;
+        assert_eq!(a.recv().await, Some((kind::ECHO, 3, b"last".to_vec())));
+        a.expect_close().await;
+        a.socket.close();
+        // A stop (drain timeout): the open session gets ERROR 7 and the server returns.
+        shutdown.stop();
+        b.expect_error(ErrorCode::ShuttingDown, 0).await;
+        b.expect_close().await;
+        b.socket.close();
+        let (_, counters) = shutdown.returned(Duration::from_secs(3)).await;
+        assert_eq!(counters.connections_open, 0);
+    });
+}
+
+/// Runs a server with `storage` on `stack` until it returns (it can only fail to start).
+fn start(mut stack: ServerStack<'static>, mut runner: Runner<'static, End>) -> StartError {
+    let storage = Box::leak(Box::new(TestStorage::new()));
+    let limit = Timer::after_secs(5);
+    match block_on(select(select(serve(&mut stack, storage, Demo, test_config()), runner.run()), limit)) {
+        Either::First(Either::First(error)) => error,
+        Either::First(Either::Second(_)) => unreachable!("the stack runs forever"),
+        Either::Second(()) => panic!("the server started on a stack without room for it"),
+    }
+}
+
+#[test]
+fn an_undersized_stack_is_an_error_at_start_not_a_panic() {
+    // A static address: the 4 server sockets need 4 in the set.
+    let (stack, runner) = server_stack::<3>(lone_end(), static_ip(SERVER)).expect("no socket of its own");
+    assert_eq!(start(stack, runner), StartError::TooFewSockets { needed: 4, available: 3 });
+    // DHCP takes one of the set: 4 is one short.
+    let dhcp = embassy_net::Config::dhcpv4(Default::default());
+    let (stack, runner) = server_stack::<4>(lone_end(), dhcp.clone()).expect("room for the DHCP socket");
+    assert_eq!(stack.room(), 3);
+    let error = start(stack, runner);
+    assert_eq!(error, StartError::TooFewSockets { needed: 5, available: 4 });
+    assert!(error.to_string().contains("Storage::SOCKETS"), "the error says how to size: {error}");
+    // With no room even for the DHCP socket, the stack is not made at all.
+    assert_eq!(
+        server_stack::<0>(lone_end(), dhcp).err(),
+        Some(StartError::TooFewSockets { needed: 1, available: 0 })
+    );
 }

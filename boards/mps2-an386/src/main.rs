@@ -49,9 +49,9 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use cortex_m::interrupt::InterruptNumber;
 use doorway_core::demo::Demo;
-use doorway_embedded::{serve_until, Config, Storage};
+use doorway_embedded::{new_stack, serve_until, Config, ServerStack, Storage};
 use embassy_executor::{raw, Spawner};
-use embassy_net::{Ipv4Address, Ipv4Cidr, Runner, Stack, StackResources, StaticConfigV4};
+use embassy_net::{Ipv4Address, Ipv4Cidr, Runner, StackResources, StaticConfigV4};
 use embassy_time::Duration;
 use static_cell::{ConstStaticCell, StaticCell};
 
@@ -86,7 +86,8 @@ const SOCKETS: usize = CONNECTIONS + 2;
 type BoardStorage = Storage<SOCKETS, 1036, 2072, 1024, 1024>;
 
 static STORAGE: ConstStaticCell<BoardStorage> = ConstStaticCell::new(BoardStorage::new());
-static STACK_RESOURCES: StaticCell<StackResources<SOCKETS>> = StaticCell::new();
+/// The stack's sockets: the server's only (a static address takes none of its own).
+static STACK_RESOURCES: StaticCell<StackResources<{ BoardStorage::SOCKETS }>> = StaticCell::new();
 static NIC: StaticCell<Lan9118> = StaticCell::new();
 static EXECUTOR: StaticCell<raw::Executor> = StaticCell::new();
 
@@ -175,8 +176,10 @@ async fn boot(spawner: Spawner) {
         dns_servers: Default::default(),
     });
     let seed = u64::from(Lan9118::entropy()) ^ 0x646f_6f72_7761_7921;
-    let (stack, runner) =
-        embassy_net::new(&mut *nic, config, STACK_RESOURCES.init(StackResources::new()), seed);
+    let Ok((stack, runner)) = new_stack(&mut *nic, config, STACK_RESOURCES.init(StackResources::new()), seed)
+    else {
+        fail("the network stack has no room for the server's sockets");
+    };
     if spawner.spawn(net(runner)).is_err()
         || spawner.spawn(server(stack)).is_err()
         || spawner.spawn(stack::watch()).is_err()
@@ -191,10 +194,10 @@ async fn net(mut runner: Runner<'static, &'static mut Lan9118>) -> ! {
 }
 
 #[embassy_executor::task]
-async fn server(stack: Stack<'static>) -> ! {
+async fn server(mut stack: ServerStack<'static>) -> ! {
     let config = Config {
         max_connections: CONNECTIONS,
-        idle_timeout: Duration::from_millis(IDLE_TIMEOUT_MS),
+        idle_timeout: Some(Duration::from_millis(IDLE_TIMEOUT_MS)),
         drain_timeout: Duration::from_millis(DRAIN_TIMEOUT_MS),
         ..Config::new()
     };
@@ -204,11 +207,13 @@ async fn server(stack: Stack<'static>) -> ! {
         info!("stop requested (byte {=u8:#04x} on UART0)", byte);
     };
     // The final counters are read from the storage, not taken from `serve_until`'s return value
-    // (the same snapshot): using that value made rustc build the 3.9 KB `serve_until` future on
-    // this task's stack and copy it into the task, a frame that every later poll reserves too
-    // (stack high-water 11 KB -> 15 KB).
+    // (the same snapshot; only whether it started is looked at): using the counters made rustc
+    // build the 3.9 KB `serve_until` future on this task's stack and copy it into the task, a
+    // frame that every later poll reserves too (stack high-water 11 KB -> 15 KB).
     let storage = STORAGE.take();
-    serve_until(stack, &mut *storage, Demo, config, stop).await;
+    if serve_until(&mut stack, &mut *storage, Demo, config, stop).await.is_err() {
+        fail("the network stack has no room for the server's sockets");
+    }
     stopped(&storage.counters())
 }
 

@@ -5,15 +5,25 @@
 //! executor sleeps in WFE between events (real Cortex-M7 silicon does sleep there). Logs go out
 //! over RTT with defmt, and a panic prints through `panic-probe`; `cargo xtask flash
 //! nucleo-h743zi` builds, flashes and runs it with `probe-rs run`, which decodes both.
+//!
+//! # Identity
+//!
+//! The MAC address comes from all 96 bits of the chip's unique ID ([`mac`]): unique per board,
+//! the same at every boot. The stack's random seed (TCP initial sequence numbers, local ports)
+//! comes from the hardware RNG, so it differs at every boot, as in embassy's STM32H7 Ethernet
+//! example; a seed from the unique ID would repeat the same sequence numbers after each reset.
 #![no_std]
 #![no_main]
 
+mod mac;
+
 use doorway_core::demo::Demo;
-use doorway_embedded::{serve, Config, DefaultStorage};
+use doorway_embedded::{new_stack, serve, Config, DefaultStorage, ServerStack};
 use embassy_executor::Spawner;
-use embassy_net::{Runner, Stack, StackResources};
+use embassy_net::{Runner, StackResources};
 use embassy_stm32::eth::{Ethernet, GenericPhy, PacketQueue};
-use embassy_stm32::peripherals::ETH;
+use embassy_stm32::peripherals::{ETH, RNG};
+use embassy_stm32::rng::{self, Rng};
 use embassy_stm32::{bind_interrupts, eth};
 use static_cell::{ConstStaticCell, StaticCell};
 
@@ -23,12 +33,11 @@ use panic_probe as _;
 
 bind_interrupts!(struct Irqs {
     ETH => eth::InterruptHandler;
+    RNG => rng::InterruptHandler<RNG>;
 });
 
-/// Sockets: the default storage has 6, for 4 connections.
-const SOCKETS: usize = 6;
-/// DHCP takes one more socket.
-const STACK_SOCKETS: usize = SOCKETS + 1;
+/// The stack's sockets: the server's (the storage's count, 6 for 4 connections) and DHCP's.
+const STACK_SOCKETS: usize = DefaultStorage::SOCKETS + 1;
 
 type Device = Ethernet<'static, ETH, GenericPhy>;
 
@@ -36,15 +45,24 @@ static STORAGE: ConstStaticCell<DefaultStorage> = ConstStaticCell::new(DefaultSt
 static PACKETS: StaticCell<PacketQueue<4, 4>> = StaticCell::new();
 static STACK_RESOURCES: StaticCell<StackResources<STACK_SOCKETS>> = StaticCell::new();
 
-macro_rules! info {
-    ($fmt:literal $(, $arg:expr)* $(,)?) => {{
+/// Logs at `$level` through defmt, or nothing without the `defmt` feature.
+macro_rules! log {
+    ($level:ident, $fmt:literal $(, $arg:expr)* $(,)?) => {{
         #[cfg(feature = "defmt")]
-        defmt::info!($fmt $(, $arg)*);
+        defmt::$level!($fmt $(, $arg)*);
         #[cfg(not(feature = "defmt"))]
         {
             $( let _ = &$arg; )*
         }
     }};
+}
+
+macro_rules! info {
+    ($($arg:tt)*) => { log!(info, $($arg)*) };
+}
+
+macro_rules! error {
+    ($($arg:tt)*) => { log!(error, $($arg)*) };
 }
 
 #[embassy_executor::main]
@@ -69,14 +87,14 @@ async fn main(spawner: Spawner) {
         config.rcc.apb3_pre = APBPrescaler::DIV2;
         config.rcc.apb4_pre = APBPrescaler::DIV2;
         config.rcc.voltage_scale = VoltageScale::Scale1;
+        config.rcc.hsi48 = Some(Hsi48Config::new()); // the RNG's clock
     }
     let p = embassy_stm32::init(config);
     info!("doorway nucleo-h743zi booting");
 
-    // A locally administered MAC and the stack's seed from the chip's unique id.
-    let uid = embassy_stm32::uid::uid();
-    let mac = [0x02, 0x00, uid[0], uid[1], uid[2], uid[3]];
-    let seed = u64::from_le_bytes([uid[4], uid[5], uid[6], uid[7], uid[8], uid[9], uid[10], uid[11]]);
+    // The board's own MAC, and a seed that is new at every boot (see "Identity").
+    let mac = mac::from_uid(embassy_stm32::uid::uid());
+    let seed = Rng::new(p.RNG, Irqs).next_u64();
 
     // Pins of the NUCLEO-144 RMII wiring (UM1974): REF_CLK PA1, MDIO PA2, MDC PC1, CRS_DV PA7,
     // RXD0 PC4, RXD1 PC5, TXD0 PG13, TXD1 PB13, TX_EN PG11.
@@ -97,10 +115,13 @@ async fn main(spawner: Spawner) {
         mac,
     );
     let net_config = embassy_net::Config::dhcpv4(Default::default());
-    let (stack, runner) =
-        embassy_net::new(device, net_config, STACK_RESOURCES.init(StackResources::new()), seed);
-    spawner.must_spawn(net(runner));
-    spawner.must_spawn(server(stack));
+    match new_stack(device, net_config, STACK_RESOURCES.init(StackResources::new()), seed) {
+        Ok((stack, runner)) => {
+            spawner.must_spawn(net(runner));
+            spawner.must_spawn(server(stack));
+        }
+        Err(e) => error!("doorway cannot start: {}", e),
+    }
 }
 
 #[embassy_executor::task]
@@ -109,11 +130,14 @@ async fn net(mut runner: Runner<'static, Device>) -> ! {
 }
 
 #[embassy_executor::task]
-async fn server(stack: Stack<'static>) -> ! {
-    stack.wait_config_up().await;
-    if let Some(v4) = stack.config_v4() {
+async fn server(mut stack: ServerStack<'static>) {
+    let net = stack.stack();
+    net.wait_config_up().await;
+    if let Some(v4) = net.config_v4() {
         info!("doorway listening on {}:7200", v4.address.address());
         let _ = v4;
     }
-    serve(stack, STORAGE.take(), Demo, Config::new()).await
+    // `serve` returns only if it cannot start.
+    let e = serve(&mut stack, STORAGE.take(), Demo, Config::new()).await;
+    error!("doorway cannot start: {}", e);
 }
