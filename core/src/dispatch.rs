@@ -119,6 +119,20 @@ pub trait Context {
     /// Closes the current connection after the replies already queued are sent.
     fn close(&mut self);
 
+    /// Input backpressure: declines the current request for now. Called from a handler (before
+    /// replying), the request is kept and delivered again, in order, once the connection is
+    /// resumed; reading the connection stops meanwhile (the peer is held back by TCP flow control,
+    /// so memory stays flat however fast it sends) and its idle clock stops. A binding resumes on
+    /// [`Context::resume`] from a hook of the same connection (a timer, say) or on its own API from
+    /// another thread (`Handle::resume` on Linux). Returns `false` where the binding cannot pause:
+    /// the request must then be handled now.
+    fn pause(&mut self) -> bool {
+        false
+    }
+
+    /// Resumes a connection paused with [`Context::pause`] (from one of its own hooks).
+    fn resume(&mut self) {}
+
     /// Arms (or re-arms) the current connection's timer `token` to fire after `after_ms`;
     /// [`Service::on_timer`] receives it. Timers die with their connection.
     fn set_timer(&mut self, token: u32, after_ms: u32) -> Result<(), TimerError>;

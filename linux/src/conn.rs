@@ -136,6 +136,10 @@ pub struct ConnState {
     pub more_input: bool,
     /// Reading paused by backpressure.
     pub paused: bool,
+    /// Reading paused by the service (`Context::pause`): the frame at the head of the input is
+    /// kept for when it resumes.
+    pub held: bool,
+    held_at: u64,
     /// While stopping: the socket was read until it had nothing more.
     pub stop_read_done: bool,
     /// Pending output.
@@ -181,6 +185,8 @@ impl Conn {
                 rdhup: false,
                 more_input: false,
                 paused: false,
+                held: false,
+                held_at: now,
                 stop_read_done: false,
                 out: OutBuf::default(),
                 last_frame: now,
@@ -210,7 +216,7 @@ impl Conn {
             Phase::Dead => 0,
             Phase::Closing | Phase::Lingering => self.discard_input(io),
             Phase::Open => {
-                if self.st.paused || self.st.refusal.is_some() || self.st.peer_eof {
+                if self.st.paused || self.st.held || self.st.refusal.is_some() || self.st.peer_eof {
                     return if io.stopping { DEAL } else { 0 };
                 }
                 let mut sched = 0;
@@ -369,7 +375,7 @@ impl Conn {
                         return self.st.begin_close(io, Some((ErrorCode::SlowConsumer, 0)));
                     }
                 }
-                if !self.st.paused && now >= self.st.last_frame + io.p.idle_ms {
+                if !self.st.paused && !self.st.held && now >= self.st.last_frame + io.p.idle_ms {
                     if self.st.idle_probe.is_none() {
                         // Before calling it idle, read once more: whatever the socket holds counts.
                         self.st.idle_probe = Some(now);
@@ -483,6 +489,30 @@ impl ConnState {
         Ok(())
     }
 
+    /// The service declined the current request for now: stop reading and stop the idle clock.
+    pub fn hold(&mut self, io: &Io<'_>) {
+        if !self.held {
+            self.held = true;
+            self.held_at = io.now;
+        }
+    }
+
+    /// The service resumes a held connection: the kept request is dealt again, reading goes on,
+    /// and the idle clock resumes where it stopped. Returns the roles to run.
+    pub fn resume(&mut self, io: &Io<'_>) -> Sched {
+        if !self.held {
+            return 0;
+        }
+        self.held = false;
+        self.idle_probe = None;
+        self.last_frame += io.now.saturating_sub(self.held_at);
+        if self.phase == Phase::Open {
+            DEAL | READ
+        } else {
+            0
+        }
+    }
+
     /// After output was queued: pause reading above the high watermark and start the write clock.
     pub fn after_output(&mut self, io: &Io<'_>) {
         let pending = self.out.len();
@@ -523,7 +553,7 @@ impl ConnState {
     pub fn next_check(&self, p: &Params) -> Option<u64> {
         match self.phase {
             Phase::Open => {
-                let idle = match (self.paused, self.idle_probe) {
+                let idle = match (self.paused || self.held, self.idle_probe) {
                     (true, _) => None,
                     (false, Some(probe)) => Some(probe + 2 * TICK_MS),
                     (false, None) => Some(self.last_frame + p.idle_ms),

@@ -80,7 +80,9 @@ impl Context for Cx<'_, '_> {
             }
             self.push_other(local, Some(to), kind, seq, body)
         } else {
-            self.shard.send_remote(shard, crate::shard::Remote::SendTo { to, kind, seq, body: body.to_vec() })
+            self.shard
+                .server
+                .deliver(shard, crate::shard::Remote::SendTo { to, kind, seq, body: body.to_vec() })
         }
     }
 
@@ -101,7 +103,16 @@ impl Context for Cx<'_, '_> {
                 n += 1;
             }
         }
-        n + self.shard.broadcast_remote(kind, seq, body)
+        n + self.shard.server.broadcast(Some(self.shard.index), kind, seq, body)
+    }
+
+    fn pause(&mut self) -> bool {
+        self.st.hold(self.io);
+        true
+    }
+
+    fn resume(&mut self) {
+        self.sched |= self.st.resume(self.io);
     }
 
     fn close(&mut self) {

@@ -30,7 +30,8 @@ use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use doorway_core::dispatch::Service;
+use doorway_core::dispatch::{SendError, Service};
+use doorway_core::slab::ConnId;
 
 use crate::config::{Config, Model};
 use crate::conn::Sched;
@@ -93,7 +94,13 @@ pub struct Running {
     shards: Vec<Arc<Shard>>,
 }
 
-/// Stops a running server from anywhere.
+/// Reaches a running server from any thread: cheap to clone, `Send` and `Sync`.
+///
+/// A service's own threads (a database poller, an aggregator) push to connections through it:
+/// every call goes through the target shard's inbox and is carried out by that shard's deal role,
+/// so it never takes a connection's lock and never blocks on a handler. Each shard's inbox holds
+/// at most [`crate::shard::INBOX_CAP_BYTES`] of bodies: past it a call answers `Full` (the caller
+/// retries or drops, its choice), never growth.
 #[derive(Clone)]
 pub struct Handle(Arc<ServerShared>);
 
@@ -101,6 +108,31 @@ impl Handle {
     /// Starts the graceful drain (like SIGTERM).
     pub fn stop(&self) {
         self.0.stop();
+    }
+
+    /// Queues a frame on connection `to`. A connection already gone answers `Closed`; one that
+    /// goes while the frame is on its way drops it, as it drops a reply queued just before a
+    /// close.
+    pub fn send_to(&self, to: ConnId, kind: u16, seq: u32, body: &[u8]) -> Result<(), SendError> {
+        if body.len() > crate::config::MAX_MAX_BODY as usize {
+            return Err(SendError::TooLarge);
+        }
+        let (shard, _) = crate::shard::split_index(to.index());
+        self.0.deliver(shard, crate::shard::Remote::SendTo { to, kind, seq, body: body.to_vec() })
+    }
+
+    /// Queues a frame on every connection still accepting requests, on every shard; returns how
+    /// many connections were open on the shards that took it (a shard whose inbox is full closes
+    /// its connections with ERROR 6 rather than leave them silently short).
+    pub fn broadcast(&self, kind: u16, seq: u32, body: &[u8]) -> usize {
+        self.0.broadcast(None, kind, seq, body)
+    }
+
+    /// Resumes a connection its service paused with `Context::pause`: the kept request is
+    /// delivered again and reading goes on. `Closed` if the connection is gone.
+    pub fn resume(&self, conn: ConnId) -> Result<(), SendError> {
+        let (shard, _) = crate::shard::split_index(conn.index());
+        self.0.deliver(shard, crate::shard::Remote::Resume { to: conn })
     }
 }
 

@@ -161,6 +161,51 @@ impl ServerShared {
             .all(|s| s.exit.load(Ordering::Acquire))
     }
 
+    fn shard(&self, index: usize) -> Option<Arc<Shard>> {
+        self.shards.get().and_then(|s| s.get(index)).and_then(Weak::upgrade)
+    }
+
+    /// Queues `msg` in the inbox of shard `shard` for its deal role. A message for a connection
+    /// that is already gone answers `Closed` here (from the slot's published generation); one
+    /// that dies while the message is on its way is dropped by the target's deal role.
+    pub(crate) fn deliver(&self, shard: usize, msg: Remote) -> Result<(), SendError> {
+        let Some(target) = self.shard(shard) else { return Err(SendError::Closed) };
+        if let Remote::SendTo { to, .. } | Remote::Resume { to } = &msg {
+            let (_, local) = split_index(to.index());
+            // Acquire pairs with the Release stores in `admit` and `free`.
+            let generation = target.gens.get(local as usize).map(|g| g.load(Ordering::Acquire));
+            if generation != Some(to.generation()) {
+                return Err(SendError::Closed);
+            }
+        }
+        target.inbox.lock().push(msg).map_err(|_| SendError::Full)?;
+        target.deal_waker.wake();
+        Ok(())
+    }
+
+    /// Queues a broadcast on every shard but `except`; returns their open connections. A shard
+    /// whose inbox is full (see [`INBOX_CAP_BYTES`]) is not counted: its connections are closed
+    /// with ERROR 6 instead.
+    pub(crate) fn broadcast(&self, except: Option<usize>, kind: u16, seq: u32, body: &[u8]) -> usize {
+        let Some(shards) = self.shards.get() else { return 0 };
+        let mut n = 0;
+        for (i, shard) in shards.iter().enumerate() {
+            if Some(i) == except {
+                continue;
+            }
+            if let Some(t) = shard.upgrade() {
+                let queued = t.inbox.lock().push(Remote::Broadcast { kind, seq, body: body.to_vec() });
+                t.deal_waker.wake();
+                if queued.is_err() {
+                    log::warn!("shard {i}: inbox full; its connections miss a broadcast and are closed");
+                    continue;
+                }
+                n += t.live();
+            }
+        }
+        n
+    }
+
     /// A server thread died: remember the first death and drain the whole server, so the process
     /// ends (with an error from `Running::wait`) instead of serving half-alive.
     pub fn thread_died(&self, thread: &str, why: &str) {
@@ -242,6 +287,11 @@ pub enum Remote {
         /// Body.
         body: Vec<u8>,
     },
+    /// Resume reading a connection its service paused (`Handle::resume`).
+    Resume {
+        /// The connection.
+        to: ConnId,
+    },
     /// A broadcast to every connection of that shard.
     Broadcast {
         /// Kind.
@@ -257,6 +307,7 @@ impl Remote {
     fn body(&self) -> &[u8] {
         match self {
             Remote::SendTo { body, .. } | Remote::Broadcast { body, .. } => body,
+            Remote::Resume { .. } => &[],
         }
     }
 }
@@ -786,13 +837,17 @@ impl Shard {
         }
         if st.phase == Phase::Open {
             let decoder = &io.p.decoder;
-            while inb.has_frames() && st.phase == Phase::Open && st.out.len() <= io.p.high {
+            while inb.has_frames() && st.phase == Phase::Open && st.out.len() <= io.p.high && !st.held {
                 let Some(frame) = codec::decode(decoder, inb.frames()) else { break };
                 let len = frame.wire_len();
                 let kind = frame.header.kind;
                 let mut cx = Cx { shard: self, idx, st: &mut *st, env: &mut *env, io, sched: 0 };
                 let ctl = self.guarded(io, Hook::Frame(id, kind), || handle_frame(service, &mut cx, &frame));
                 sched |= cx.sched;
+                if st.held && ctl.is_some() {
+                    // Declined for now (`Context::pause`): the frame stays for the resume.
+                    break;
+                }
                 inb.consume(len);
                 match ctl {
                     None => sched |= st.begin_close(io, None),
@@ -805,7 +860,7 @@ impl Shard {
                     }
                 }
             }
-            if st.phase == Phase::Open && !inb.has_frames() {
+            if st.phase == Phase::Open && !inb.has_frames() && !st.held {
                 if let Some(r) = st.refusal.take() {
                     log::debug!("{}: refusing header ({:?})", st.id, r.code);
                     sched |= st.begin_close(io, Some((r.code, r.seq)));
@@ -819,7 +874,7 @@ impl Shard {
         }
         if st.phase != Phase::Open {
             inb.clear();
-        } else if st.more_input && !st.paused && !inb.has_frames() {
+        } else if st.more_input && !st.paused && !st.held && !inb.has_frames() {
             st.more_input = false;
             sched |= READ;
         }
@@ -948,53 +1003,6 @@ impl Shard {
         result
     }
 
-    /// Sends a frame to a connection of another shard through its inbox.
-    ///
-    /// An id whose connection is already gone answers `Closed` here; one that dies while the
-    /// message is on its way is dropped by the target's deal role.
-    pub(crate) fn send_remote(&self, shard: usize, msg: Remote) -> Result<(), SendError> {
-        let target = self.server.shards.get().and_then(|s| s.get(shard)).and_then(Weak::upgrade);
-        match target {
-            Some(t) => {
-                if let Remote::SendTo { to, .. } = &msg {
-                    let (_, local) = split_index(to.index());
-                    // Acquire pairs with the Release stores in `admit` and `free`.
-                    let generation = t.gens.get(local as usize).map(|g| g.load(Ordering::Acquire));
-                    if generation != Some(to.generation()) {
-                        return Err(SendError::Closed);
-                    }
-                }
-                t.inbox.lock().push(msg).map_err(|_| SendError::Full)?;
-                t.deal_waker.wake();
-                Ok(())
-            }
-            None => Err(SendError::Closed),
-        }
-    }
-
-    /// Queues a broadcast on every other shard; returns their open connections. A shard whose
-    /// inbox is full (see [`INBOX_CAP_BYTES`]) is not counted: its connections are closed with
-    /// ERROR 6 instead.
-    pub(crate) fn broadcast_remote(&self, kind: u16, seq: u32, body: &[u8]) -> usize {
-        let Some(shards) = self.server.shards.get() else { return 0 };
-        let mut n = 0;
-        for (i, shard) in shards.iter().enumerate() {
-            if i == self.index {
-                continue;
-            }
-            if let Some(t) = shard.upgrade() {
-                let queued = t.inbox.lock().push(Remote::Broadcast { kind, seq, body: body.to_vec() });
-                t.deal_waker.wake();
-                if queued.is_err() {
-                    log::warn!("shard {i}: inbox full; its connections miss a broadcast and are closed");
-                    continue;
-                }
-                n += t.live();
-            }
-        }
-        n
-    }
-
     /// Whether messages from other shards wait.
     pub fn inbox_pending(&self) -> bool {
         !self.inbox.lock().is_empty()
@@ -1022,6 +1030,16 @@ impl Shard {
                     for local in 0..self.high_index() {
                         let _ = self.push_local(local, None, kind, seq, &body, &io, env);
                     }
+                }
+                Remote::Resume { to } => {
+                    let (_, local) = split_index(to.index());
+                    let Some(slot) = self.slots.get(local as usize) else { continue };
+                    let mut slot = slot.lock();
+                    let Some(conn) = slot.as_mut().filter(|c| c.st.id == to) else { continue };
+                    let sched = conn.st.resume(&io);
+                    self.arm_check(&mut conn.st, env);
+                    drop(slot);
+                    self.schedule(local, sched, &mut env.touched);
                 }
             }
         }
