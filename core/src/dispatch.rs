@@ -152,6 +152,29 @@ pub trait Context {
     }
 }
 
+/// What a service can do where no connection is current: in [`Service::on_start`] and
+/// [`Service::on_shard_timer`], the shard-wide hooks for work such as aggregating and flushing.
+///
+/// Its timers belong to the shard (the same timing wheel as connection timers), not to a
+/// connection: they live until they fire or are cancelled.
+pub trait Outbox {
+    /// Queues a frame on a connection. A stale id answers `Err(Closed)`.
+    fn send_to(&mut self, to: ConnId, kind: u16, seq: u32, body: &[u8]) -> Result<(), SendError>;
+
+    /// Queues a frame on every connection still accepting requests; returns how many took it.
+    fn broadcast(&mut self, kind: u16, seq: u32, body: &[u8]) -> usize;
+
+    /// Arms (or re-arms) the shard timer `token` to fire after `after_ms`;
+    /// [`Service::on_shard_timer`] receives it.
+    fn set_timer(&mut self, token: u32, after_ms: u32) -> Result<(), TimerError>;
+
+    /// Disarms the shard timer `token`, if armed.
+    fn cancel_timer(&mut self, token: u32);
+
+    /// Visits the server's counters by name.
+    fn counters(&self, visit: &mut dyn FnMut(&str, u64));
+}
+
 /// What the generated map did with a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -185,6 +208,18 @@ pub trait Service: MessageMap {
     /// A timer set with [`Context::set_timer`] fired.
     fn on_timer<C: Context>(&mut self, cx: &mut C, token: u32) {
         let _ = (cx, token);
+    }
+
+    /// The service's instance starts serving (once per instance, before any connection; on Linux
+    /// once per shard). The place to arm shard timers. Bindings without shard-wide hooks never
+    /// call it.
+    fn on_start<O: Outbox>(&mut self, out: &mut O) {
+        let _ = out;
+    }
+
+    /// A shard timer set with [`Outbox::set_timer`] fired.
+    fn on_shard_timer<O: Outbox>(&mut self, out: &mut O, token: u32) {
+        let _ = (out, token);
     }
 }
 

@@ -19,7 +19,7 @@
 //!   fired at the monitor's 10 ms tick), and die with the connection.
 //! - `counters` sums every thread's counters (STATS).
 
-use doorway_core::dispatch::{Context, SendError, TimerError};
+use doorway_core::dispatch::{Context, Outbox, SendError, TimerError};
 use doorway_core::slab::ConnId;
 
 use doorway_core::time::Instant as Tick;
@@ -27,6 +27,8 @@ use doorway_core::time::Instant as Tick;
 use crate::conn::{ConnState, Io, Sched, SEND};
 use crate::shard::{DealEnv, Shard, TimerEntry, TimerKind};
 
+/// Most shard timers (`Outbox::set_timer`) one shard's service may have armed.
+pub const MAX_SHARD_TIMERS: usize = 64;
 /// Most service timers one connection may have armed.
 pub const MAX_TIMERS_PER_CONN: usize = 16;
 /// Longest service timer (one day).
@@ -150,6 +152,67 @@ impl Context for Cx<'_, '_> {
             if self.env.wheel.cancel(timer).is_some() {
                 self.env.service_timers -= 1;
             }
+        }
+    }
+
+    fn counters(&self, visit: &mut dyn FnMut(&str, u64)) {
+        self.shard.server.stats().visit(visit);
+    }
+}
+
+/// The context of the shard-wide hooks (`Service::on_start`, `Service::on_shard_timer`): the deal
+/// role's state with no connection current, so no connection lock is held and `send_to` may reach
+/// any slot of this shard directly.
+pub struct ShardCx<'a, 'io> {
+    pub(crate) shard: &'a Shard,
+    pub(crate) env: &'a mut DealEnv,
+    pub(crate) io: &'a Io<'io>,
+}
+
+impl Outbox for ShardCx<'_, '_> {
+    fn send_to(&mut self, to: ConnId, kind: u16, seq: u32, body: &[u8]) -> Result<(), SendError> {
+        let (shard, local) = crate::shard::split_index(to.index());
+        if shard == self.shard.index {
+            self.shard.push_local(local, Some(to), kind, seq, body, self.io, self.env)
+        } else {
+            self.shard
+                .server
+                .deliver(shard, crate::shard::Remote::SendTo { to, kind, seq, body: body.to_vec() })
+        }
+    }
+
+    fn broadcast(&mut self, kind: u16, seq: u32, body: &[u8]) -> usize {
+        let local = (0..self.shard.high_index())
+            .filter(|&idx| self.shard.push_local(idx, None, kind, seq, body, self.io, self.env).is_ok())
+            .count();
+        local + self.shard.server.broadcast(Some(self.shard.index), kind, seq, body)
+    }
+
+    fn set_timer(&mut self, token: u32, after_ms: u32) -> Result<(), TimerError> {
+        if after_ms > MAX_TIMER_MS {
+            return Err(TimerError::OutOfRange);
+        }
+        let deadline = Tick::from_ticks(self.io.now + after_ms as u64);
+        let timers = &mut self.env.shard_timers;
+        if let Some(pos) = timers.iter().position(|t| t.0 == token) {
+            if self.env.wheel.reset(timers[pos].1, deadline) {
+                return Ok(());
+            }
+            timers.swap_remove(pos);
+        }
+        if timers.len() >= MAX_SHARD_TIMERS {
+            return Err(TimerError::Full);
+        }
+        let entry = TimerEntry { id: ConnId::new(0, 0), kind: TimerKind::Shard { token } };
+        let timer = self.env.wheel.insert(deadline, entry).map_err(|_| TimerError::Full)?;
+        self.env.shard_timers.push((token, timer));
+        Ok(())
+    }
+
+    fn cancel_timer(&mut self, token: u32) {
+        if let Some(pos) = self.env.shard_timers.iter().position(|t| t.0 == token) {
+            let (_, timer) = self.env.shard_timers.swap_remove(pos);
+            self.env.wheel.cancel(timer);
         }
     }
 

@@ -42,3 +42,4 @@ pub mod sys;
 
 pub use config::{Cli, Config, ConfigError, LogLevel, Model, OnPanic};
 pub use server::{Builder, Handle, Running, Server};
+pub use stats::{MetricKind, ServiceMetric};

@@ -36,7 +36,7 @@ use doorway_core::slab::ConnId;
 use crate::config::{Config, Model};
 use crate::conn::Sched;
 use crate::shard::{DealEnv, ServerShared, Shard, Wakers};
-use crate::stats::{Counters, Stats};
+use crate::stats::{Counters, ServiceMetric, Stats};
 use crate::sync::{ReadyQueue, Waker};
 use crate::sys::epoll::Events;
 use crate::sys::{rlimit, signalfd, socket};
@@ -50,7 +50,7 @@ pub struct Server;
 impl Server {
     /// A builder with the default configuration.
     pub fn builder() -> Builder {
-        Builder { cfg: Config::default(), signals: false }
+        Builder { cfg: Config::default(), signals: false, metrics: Vec::new() }
     }
 }
 
@@ -58,6 +58,7 @@ impl Server {
 pub struct Builder {
     cfg: Config,
     signals: bool,
+    metrics: Vec<ServiceMetric>,
 }
 
 impl Builder {
@@ -74,9 +75,15 @@ impl Builder {
         self
     }
 
+    /// Shows a service's metric in STATS and on `/metrics` (names are checked at start).
+    pub fn metric(mut self, metric: &ServiceMetric) -> Builder {
+        self.metrics.push(metric.clone());
+        self
+    }
+
     /// Binds, spawns the threads and returns once the server is accepting.
     pub fn start<S: Service + Clone + Send + 'static>(self, service: S) -> io::Result<Running> {
-        start(self.cfg, self.signals, service)
+        start(self, service)
     }
 
     /// Starts and waits until the server has stopped (after a signal or a handle's `stop`).
@@ -213,7 +220,8 @@ impl FdBudget {
     }
 }
 
-fn start<S: Service + Clone + Send + 'static>(cfg: Config, signals: bool, service: S) -> io::Result<Running> {
+fn start<S: Service + Clone + Send + 'static>(builder: Builder, service: S) -> io::Result<Running> {
+    let Builder { cfg, signals, metrics: service_metrics } = builder;
     cfg.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let nofile = rlimit::raise_nofile().unwrap_or(1024);
     // Buffers of large frames are mapped, not carved from the heap (see `sys::mem`), so the
@@ -290,6 +298,9 @@ fn start<S: Service + Clone + Send + 'static>(cfg: Config, signals: bool, servic
         }
         counters.push(per_shard);
         shards.push(shard);
+    }
+    for metric in service_metrics {
+        stats.register_service(metric).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     }
     let _ = shared.shards.set(shards.iter().map(Arc::downgrade).collect::<Vec<Weak<Shard>>>());
     let _ = shared.stats.set(stats);
@@ -376,6 +387,7 @@ fn run_fused<S: Service>(shard: &Shard, mut service: S, counters: Arc<Counters>)
     let mut events = Events::with_capacity(1024);
     // The fused thread counts everything into its one set of counters.
     let mut env = DealEnv::new(counters.clone(), shard.capacity());
+    shard.start_service(&mut service, &mut env);
     let mut batch = Vec::new();
     let (Some(mut read_rx), Some(mut deal_rx), Some(mut send_rx)) =
         (shard.read_q.consumer(), shard.deal_q.consumer(), shard.send_q.consumer())
@@ -481,6 +493,7 @@ fn run_queue_role(
 
 fn run_deal<S: Service>(shard: &Shard, mut service: S, counters: Arc<Counters>) {
     let mut env = DealEnv::new(counters, shard.capacity());
+    shard.start_service(&mut service, &mut env);
     let mut batch = Vec::new();
     let Some(mut rx) = shard.deal_q.consumer() else { return };
     loop {

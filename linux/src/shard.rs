@@ -47,7 +47,7 @@ use crate::buf::Pool;
 use crate::codec;
 use crate::config::{Config, OnPanic};
 use crate::conn::{Conn, ConnState, Io, Params, Phase, Sched, DEAL, READ, SEND};
-use crate::cx::Cx;
+use crate::cx::{Cx, ShardCx};
 use crate::stats::{Counter, Counters, Stats};
 use crate::sync::{door, Doors, Lock, ReadyQueue, RwLock, Waker};
 use crate::sys::epoll::{self, Epoll, Event};
@@ -322,6 +322,11 @@ pub enum TimerKind {
         /// The service's token.
         token: u32,
     },
+    /// A shard timer of the service (`Outbox::set_timer`); the entry's id means nothing.
+    Shard {
+        /// The service's token.
+        token: u32,
+    },
 }
 
 /// A service hook, named in the log when it panics.
@@ -331,6 +336,8 @@ enum Hook {
     Frame(ConnId, u16),
     Timer(ConnId, u32),
     Close(ConnId),
+    Start(usize),
+    ShardTimer(usize, u32),
 }
 
 impl std::fmt::Display for Hook {
@@ -340,6 +347,8 @@ impl std::fmt::Display for Hook {
             Hook::Frame(id, kind) => write!(f, "{id}: the handler of kind {kind}"),
             Hook::Timer(id, token) => write!(f, "{id}: on_timer (token {token})"),
             Hook::Close(id) => write!(f, "{id}: on_close"),
+            Hook::Start(shard) => write!(f, "shard {shard}: on_start"),
+            Hook::ShardTimer(shard, token) => write!(f, "shard {shard}: on_shard_timer (token {token})"),
         }
     }
 }
@@ -365,6 +374,8 @@ pub struct DealEnv {
     pub service_timers: usize,
     /// Most service timers at once (the wheel's capacity beyond one check timer per slot).
     pub service_budget: usize,
+    /// Armed shard timers of the service: (token, timer), at most [`crate::cx::MAX_SHARD_TIMERS`].
+    pub shard_timers: Vec<(u32, doorway_core::wheel::TimerId)>,
     /// Queues pushed to in this batch (wake once at the end).
     pub touched: Sched,
     /// This thread's counters.
@@ -377,9 +388,10 @@ impl DealEnv {
     pub fn new(counters: Arc<Counters>, slots: usize) -> DealEnv {
         let service_budget = slots + 1024;
         DealEnv {
-            wheel: Wheel::with_capacity(slots + service_budget),
+            wheel: Wheel::with_capacity(slots + service_budget + crate::cx::MAX_SHARD_TIMERS),
             service_timers: 0,
             service_budget,
+            shard_timers: Vec::new(),
             touched: 0,
             counters,
             remote: Vec::new(),
@@ -910,7 +922,7 @@ impl Shard {
                     log::error!("{hook} panicked: {msg}; aborting (--on-panic abort)");
                     std::process::abort();
                 }
-                log::error!("{hook} panicked: {msg}; closing the connection");
+                log::error!("{hook} panicked: {msg}; closing the connection it ran for, if any");
                 None
             }
         }
@@ -1072,6 +1084,15 @@ impl Shard {
             if let TimerKind::Service { .. } = entry.kind {
                 env.service_timers -= 1;
             }
+            if let TimerKind::Shard { token } = entry.kind {
+                let Some(pos) = env.shard_timers.iter().position(|t| t.1 == timer) else { continue };
+                env.shard_timers.swap_remove(pos);
+                let mut out = ShardCx { shard: self, env: &mut *env, io: &io };
+                let _ = self.guarded(&io, Hook::ShardTimer(self.index, token), || {
+                    service.on_shard_timer(&mut out, token)
+                });
+                continue;
+            }
             let (_, idx) = split_index(entry.id.index());
             let Some(slot) = self.slots.get(idx as usize) else { continue };
             let mut slot = slot.lock();
@@ -1100,6 +1121,8 @@ impl Shard {
                     }
                     conn.st.after_output(&io);
                 }
+                // Handled before the slot lookup.
+                TimerKind::Shard { .. } => continue,
             }
             if conn.st.phase != Phase::Dead {
                 self.arm_check(&mut conn.st, env);
@@ -1107,6 +1130,14 @@ impl Shard {
             drop(slot);
             self.schedule(idx, sched, &mut env.touched);
         }
+    }
+
+    /// The deal role's first act: the service's `on_start` for this shard.
+    pub fn start_service<S: Service>(&self, service: &mut S, env: &mut DealEnv) {
+        let counters = env.counters.clone();
+        let io = self.io(&counters);
+        let mut out = ShardCx { shard: self, env: &mut *env, io: &io };
+        let _ = self.guarded(&io, Hook::Start(self.index), || service.on_start(&mut out));
     }
 
     /// The deal role's last act, once the shard is done: frees every connection the drain left,

@@ -90,11 +90,80 @@ impl Counters {
     }
 }
 
+/// A figure a service keeps (queries served, subscribers, table version), registered with
+/// [`crate::Builder::metric`]: it appears in STATS under its name and on `/metrics` as
+/// `doorway_service_<name>` (with `_total` for a counter), beside the server's own.
+///
+/// Cheap to clone and to share with the service's threads; updates are single relaxed atomics.
+#[derive(Clone, Debug)]
+pub struct ServiceMetric {
+    name: Arc<str>,
+    kind: MetricKind,
+    value: Arc<AtomicU64>,
+}
+
+/// Whether a [`ServiceMetric`] only grows or goes up and down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricKind {
+    /// Only grows (Prometheus `counter`).
+    Counter,
+    /// Goes up and down (Prometheus `gauge`).
+    Gauge,
+}
+
+impl ServiceMetric {
+    /// A counter named `name` (lower-case letters, digits and `_`; checked at server start).
+    pub fn counter(name: &str) -> ServiceMetric {
+        ServiceMetric { name: name.into(), kind: MetricKind::Counter, value: Arc::default() }
+    }
+
+    /// A gauge named `name`.
+    pub fn gauge(name: &str) -> ServiceMetric {
+        ServiceMetric { name: name.into(), kind: MetricKind::Gauge, value: Arc::default() }
+    }
+
+    /// Adds `n`.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        // Relaxed: a statistic; nothing is published through it.
+        self.value.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Sets the value (a gauge).
+    #[inline]
+    pub fn set(&self, v: u64) {
+        // Relaxed: as in `add`.
+        self.value.store(v, Ordering::Relaxed);
+    }
+
+    /// The value now.
+    pub fn get(&self) -> u64 {
+        // Relaxed: as in `add`.
+        self.value.load(Ordering::Relaxed)
+    }
+
+    /// The name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Why the name cannot be used, if it cannot.
+    pub(crate) fn name_error(&self, taken: &mut dyn FnMut(&str) -> bool) -> Option<String> {
+        let ok = !self.name.is_empty()
+            && self.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !ok {
+            return Some(format!("service metric `{}`: use lower-case letters, digits and `_`", self.name));
+        }
+        taken(&self.name).then(|| format!("service metric `{}`: the name is already taken", self.name))
+    }
+}
+
 /// Every thread's counters, for summing.
 #[derive(Default, Clone)]
 pub struct Stats {
     all: Vec<Arc<Counters>>,
     queues: Vec<(String, Arc<dyn Fn() -> u64 + Send + Sync>)>,
+    service: Vec<ServiceMetric>,
 }
 
 impl Stats {
@@ -103,6 +172,17 @@ impl Stats {
         let c = Arc::new(Counters::default());
         self.all.push(c.clone());
         c
+    }
+
+    /// Registers a service's metric (its name checked against the STATS keys and the others').
+    pub fn register_service(&mut self, metric: ServiceMetric) -> Result<(), String> {
+        let mut keys = Vec::new();
+        self.visit(&mut |k, _| keys.push(k.to_string()));
+        if let Some(e) = metric.name_error(&mut |n| keys.iter().any(|k| k == n)) {
+            return Err(e);
+        }
+        self.service.push(metric);
+        Ok(())
     }
 
     /// Registers a queue high-water gauge.
@@ -141,6 +221,9 @@ impl Stats {
         // The Linux server's own counters follow the common keys.
         visit("handler_panics", self.sum(Counter::HandlerPanics));
         visit("memory_limit_closes", self.sum(Counter::MemoryLimitCloses));
+        for m in &self.service {
+            visit(m.name(), m.get());
+        }
     }
 
     /// The counters as Prometheus text exposition.
@@ -201,6 +284,15 @@ impl Stats {
                 self.sum_index(Counter::error(code))
             );
         }
+        for m in &self.service {
+            let (kind, suffix) = match m.kind {
+                MetricKind::Counter => ("counter", "_total"),
+                MetricKind::Gauge => ("gauge", ""),
+            };
+            let name = format!("doorway_service_{}{suffix}", m.name());
+            let _ =
+                writeln!(s, "# HELP {name} Kept by the service.\n# TYPE {name} {kind}\n{name} {}", m.get());
+        }
         let _ =
             writeln!(s, "# HELP doorway_queue_high_water Most entries a queue held at once (output: bytes).");
         let _ = writeln!(s, "# TYPE doorway_queue_high_water gauge");
@@ -237,5 +329,30 @@ mod tests {
         let text = stats.prometheus();
         assert!(text.contains("doorway_errors_sent_total{code=\"5\"} 1"), "{text}");
         assert!(text.contains("doorway_connections_open 2"), "{text}");
+    }
+
+    #[test]
+    fn service_metrics_show_beside_the_servers_and_bad_names_are_refused() {
+        let mut stats = Stats::default();
+        let queries = ServiceMetric::counter("queries");
+        let version = ServiceMetric::gauge("table_version");
+        stats.register_service(queries.clone()).unwrap();
+        stats.register_service(version.clone()).unwrap();
+        queries.add(3);
+        version.set(7);
+        let mut seen = Vec::new();
+        stats.visit(&mut |k, v| seen.push((k.to_string(), v)));
+        assert!(
+            seen.contains(&("queries".to_string(), 3)) && seen.contains(&("table_version".to_string(), 7))
+        );
+        let text = stats.prometheus();
+        assert!(
+            text.contains("# TYPE doorway_service_queries_total counter\ndoorway_service_queries_total 3"),
+            "{text}"
+        );
+        assert!(text.contains("doorway_service_table_version 7"), "{text}");
+        for bad in ["frames_in", "queries", "Bad-Name", ""] {
+            assert!(stats.register_service(ServiceMetric::counter(bad)).is_err(), "{bad:?}");
+        }
     }
 }

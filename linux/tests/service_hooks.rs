@@ -6,8 +6,11 @@
 //!   (replies queued before the panic still arrive), is counted as `handler_panics`, and the shard
 //!   serves on; with `OnPanic::Abort` the process aborts.
 //!
-//! A small recording service runs in-process: it counts its hooks in shared atomics and panics on
-//! request.
+//! - Shard-wide hooks: `on_start` arms a shard timer, `on_shard_timer` flushes an aggregate with
+//!   no connection current, and a service metric shows in `/metrics`.
+//!
+//! Small services run in-process: one counts its hooks in shared atomics and panics on request,
+//! one aggregates.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -235,4 +238,78 @@ fn on_panic_abort_aborts_the_process() {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Aggregates its requests and flushes a summary on a shard timer (armed in `on_start`, no
+/// connection involved), counting the flushes in a service metric.
+#[derive(Clone)]
+struct Aggregator {
+    pending: u32,
+    flushes: doorway_linux::ServiceMetric,
+}
+
+const FLUSH: u32 = 1;
+const SUMMARY: u16 = 120;
+const COUNT: u16 = 121;
+
+impl Aggregator {
+    fn count(&mut self, cx: &mut impl Context, req: &Request<'_>) -> Result<(), SendError> {
+        self.pending += 1;
+        cx.reply(COUNT, req.seq, b"")
+    }
+}
+
+message_map! {
+    Aggregator {
+        COUNT => count,
+    }
+}
+
+impl Service for Aggregator {
+    fn on_start<O: doorway_core::dispatch::Outbox>(&mut self, out: &mut O) {
+        out.set_timer(FLUSH, 50).expect("a shard timer");
+    }
+
+    fn on_shard_timer<O: doorway_core::dispatch::Outbox>(&mut self, out: &mut O, token: u32) {
+        assert_eq!(token, FLUSH);
+        if self.pending > 0 {
+            self.flushes.add(1);
+            out.broadcast(SUMMARY, 0, &self.pending.to_be_bytes());
+            self.pending = 0;
+        }
+        out.set_timer(FLUSH, 50).expect("re-armed");
+    }
+}
+
+#[test]
+fn shard_timers_flush_aggregates_and_service_metrics_show_in_metrics() {
+    for model in [Model::Fused, Model::Pipeline] {
+        let flushes = doorway_linux::ServiceMetric::counter("flushes");
+        let cfg = Config { metrics_addr: Some("127.0.0.1:0".parse().unwrap()), ..config(model) };
+        let service = Aggregator { pending: 0, flushes: flushes.clone() };
+        let running = Server::builder().config(cfg).metric(&flushes).start(service).unwrap();
+        let mut c = Client::connect(running.local_addr(), T).unwrap();
+        for seq in 0..3 {
+            assert_eq!(c.request(COUNT, seq, b"", T).unwrap().kind(), COUNT);
+        }
+        let f = c.recv(T).unwrap();
+        assert_eq!((f.kind(), &f.body[..]), (SUMMARY, &3u32.to_be_bytes()[..]), "{model:?}");
+        assert_eq!(flushes.get(), 1, "{model:?}");
+        let mut http = std::net::TcpStream::connect(running.metrics_addr().unwrap()).unwrap();
+        use std::io::{Read, Write};
+        http.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut text = String::new();
+        http.read_to_string(&mut text).unwrap();
+        assert!(text.contains("doorway_service_flushes_total 1"), "{model:?}: {text}");
+        drop(c);
+        running.stop();
+        running.wait().unwrap();
+    }
+}
+
+#[test]
+fn a_service_metric_with_a_taken_name_is_refused_at_start() {
+    let taken = doorway_linux::ServiceMetric::counter("frames_in");
+    let err = Server::builder().config(config(Model::Fused)).metric(&taken).start(Recorder::default()).err();
+    assert!(err.is_some_and(|e| e.to_string().contains("already taken")));
 }
