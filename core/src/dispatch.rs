@@ -259,6 +259,8 @@ pub enum Control {
     Bye,
     /// Output could not be queued; the binding closes the connection as a slow consumer.
     SendFailed(SendError),
+    /// An unknown kind was skipped without an answer (the Lars wire); the binding counts it.
+    Skipped,
 }
 
 /// Applies `docs/PROTOCOL.md`'s kind rules to one decoded frame on `cx.conn()`.
@@ -266,31 +268,14 @@ pub enum Control {
 /// PING → PONG; PONG consumed; BYE → [`Control::Bye`]; kind 0, reserved kinds (5..64), a client's
 /// ERROR, and application kinds without a handler → ERROR 2 (connection stays open); the rest go
 /// to the service's message map.
+///
+/// The rules belong to the v1 wire ([`crate::wire::V1`]); this is its entry point for a binding
+/// that holds a decoded [`FrameRef`].
 pub fn handle_frame<S: Service, C: Context>(service: &mut S, cx: &mut C, frame: &FrameRef<'_>) -> Control {
-    let header = frame.header;
-    let sent = match header.kind {
-        kind::PING => cx.reply(kind::PONG, header.seq, frame.body),
-        kind::PONG => Ok(()),
-        kind::BYE => return Control::Bye,
-        k if k < kind::FIRST_APPLICATION => {
-            net_debug!("refusing control kind {}", k);
-            cx.reply_error(ErrorCode::UnknownKind, header.seq)
-        }
-        _ => {
-            let req = Request { conn: cx.conn(), kind: header.kind, seq: header.seq, body: frame.body };
-            match service.dispatch(cx, &req) {
-                Dispatched::Handled(result) => result,
-                Dispatched::Unknown => {
-                    net_debug!("no handler for kind {}", header.kind);
-                    cx.reply_error(ErrorCode::UnknownKind, header.seq)
-                }
-            }
-        }
-    };
-    match sent {
-        Ok(()) => Control::Continue,
-        Err(e) => Control::SendFailed(e),
-    }
+    use crate::wire::{Head, Wire, V1};
+    let h = frame.header;
+    let head = Head { kind: Some(h.kind), seq: h.seq, body_len: frame.body.len() };
+    V1::default().handle(service, cx, head, frame.body)
 }
 
 #[cfg(test)]

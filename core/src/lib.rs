@@ -11,7 +11,11 @@
 //! ticks ─▶ wheel (timing wheel)         ─▶ door (once-only flag)  ─▶ queue (ready queue)
 //! ```
 //!
-//! - [`frame`]: the wire format of `docs/PROTOCOL.md`. The one seam where the byte layout lives.
+//! - [`wire`]: the [`wire::Wire`] trait, everything a byte protocol decides (cutting, heads,
+//!   control kinds, the answer to an unknown kind, how a close is announced), with two
+//!   implementations: [`wire::V1`] (`docs/PROTOCOL.md`) and [`wire::Lars`] (the original Lars's
+//!   8-byte little-endian head).
+//! - [`frame`]: the byte layout of `docs/PROTOCOL.md` version 1, under [`wire::V1`].
 //! - [`dispatch`]: the message map (`message_map!`), the [`dispatch::Context`] a binding
 //!   implements, and [`dispatch::handle_frame`], the protocol's control rules in one place.
 //! - [`demo`]: the demo service (ECHO, BROADCAST, STATS) both servers run by default.
@@ -58,6 +62,9 @@ pub mod stats;
 mod sync;
 pub mod time;
 pub mod wheel;
+pub mod wire;
+
+pub use slab::ConnId;
 
 /// Fixed capacity is reached (a queue, the slab, the timing wheel): the value is handed back, never
 /// dropped. One type for every container, re-exported as `queue::Full`, `slab::Full` and
