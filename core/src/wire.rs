@@ -70,6 +70,9 @@ pub trait Wire: Copy + Send + Sync + 'static {
     /// The largest body this value accepts.
     fn max_body(&self) -> u32;
 
+    /// The same wire with its body limit set to `max_body` (capped at the format's own limit).
+    fn with_max_body(&self, max_body: u32) -> Self;
+
     /// Cuts the frame at the start of `bytes`.
     fn cut(&self, bytes: &[u8]) -> Cut;
 
@@ -84,11 +87,19 @@ pub trait Wire: Copy + Send + Sync + 'static {
     fn frame_len(&self, bytes: &[u8]) -> Option<usize>;
 
     /// Applies the wire's control rules to one frame, handing the rest to the service's map.
-    fn handle<S: Service, C: Context>(&self, service: &mut S, cx: &mut C, head: Head, body: &[u8]) -> Control;
+    fn handle<S: Service, C: Context>(&self, service: &mut S, cx: &mut C, head: Head, body: &[u8])
+        -> Control;
 
     /// How the server announces closing a connection for `code` (`seq`: the refused request's):
     /// writes the frame into `out` and returns its length, or 0 to close silently.
     fn close_frame(&self, code: ErrorCode, seq: u32, out: &mut [u8; MAX_CLOSE_FRAME]) -> usize;
+
+    /// The error code a frame of `kind` with `body` announces, if this wire has error frames and
+    /// it is one (for counting the errors a server sends).
+    fn error_code(&self, kind: u16, body: &[u8]) -> Option<ErrorCode> {
+        let _ = (kind, body);
+        None
+    }
 }
 
 /// `docs/PROTOCOL.md` version 1.
@@ -116,6 +127,10 @@ impl Wire for V1 {
 
     fn max_body(&self) -> u32 {
         self.decoder.max_body()
+    }
+
+    fn with_max_body(&self, max_body: u32) -> Self {
+        V1::new(max_body)
     }
 
     #[inline]
@@ -154,7 +169,13 @@ impl Wire for V1 {
     /// client's ERROR, and application kinds without a handler → ERROR 2 (the connection stays
     /// open); the rest go to the service's message map.
     #[inline]
-    fn handle<S: Service, C: Context>(&self, service: &mut S, cx: &mut C, head: Head, body: &[u8]) -> Control {
+    fn handle<S: Service, C: Context>(
+        &self,
+        service: &mut S,
+        cx: &mut C,
+        head: Head,
+        body: &[u8],
+    ) -> Control {
         let Some(k) = head.kind else { return sent(cx.reply_error(ErrorCode::UnknownKind, head.seq)) };
         let result = match k {
             kind::PING => cx.reply(kind::PONG, head.seq, body),
@@ -181,6 +202,14 @@ impl Wire for V1 {
     fn close_frame(&self, code: ErrorCode, seq: u32, out: &mut [u8; MAX_CLOSE_FRAME]) -> usize {
         // Cannot fail: `out` holds the longest ERROR frame.
         frame::encode_error(out, code, seq).unwrap_or(0)
+    }
+
+    #[inline]
+    fn error_code(&self, kind: u16, body: &[u8]) -> Option<ErrorCode> {
+        if kind != kind::ERROR {
+            return None;
+        }
+        body.get(..2).and_then(|c| ErrorCode::from_code(u16::from_be_bytes([c[0], c[1]])))
     }
 }
 
@@ -225,6 +254,10 @@ impl Wire for Lars {
         self.max_body
     }
 
+    fn with_max_body(&self, max_body: u32) -> Self {
+        Lars::new(max_body)
+    }
+
     #[inline]
     fn cut(&self, bytes: &[u8]) -> Cut {
         let Some((_, len)) = Lars::fields(bytes) else { return Cut::Need(Lars::HEAD_LEN) };
@@ -267,7 +300,13 @@ impl Wire for Lars {
 
     /// No control kinds: every known msgid goes to the map; an unknown one is skipped.
     #[inline]
-    fn handle<S: Service, C: Context>(&self, service: &mut S, cx: &mut C, head: Head, body: &[u8]) -> Control {
+    fn handle<S: Service, C: Context>(
+        &self,
+        service: &mut S,
+        cx: &mut C,
+        head: Head,
+        body: &[u8],
+    ) -> Control {
         let Some(k) = head.kind else { return Control::Skipped };
         let req = Request { conn: cx.conn(), kind: k, seq: 0, body };
         match service.dispatch(cx, &req) {
@@ -356,7 +395,11 @@ mod tests {
         let mut ok = 5i32.to_le_bytes().to_vec();
         ok.extend_from_slice(&65_527i32.to_le_bytes());
         assert_eq!(w.cut(&ok), Cut::Need(8 + 65_527));
-        assert_eq!(w.close_frame(ErrorCode::FrameTooLarge, 0, &mut [0; MAX_CLOSE_FRAME]), 0, "Lars closes silently");
+        assert_eq!(
+            w.close_frame(ErrorCode::FrameTooLarge, 0, &mut [0; MAX_CLOSE_FRAME]),
+            0,
+            "Lars closes silently"
+        );
     }
 
     #[test]

@@ -90,8 +90,9 @@ use core::future::{pending, poll_fn, Future};
 use core::pin::pin;
 use core::task::Poll;
 
-use doorway_core::dispatch::{handle_frame, Context, Control, Service};
-use doorway_core::frame::{self, Decoder, ErrorCode, HEADER_LEN, MAX_ERROR_BODY};
+use doorway_core::dispatch::{Context, Control, Service};
+use doorway_core::frame::{self, ErrorCode, HEADER_LEN, MAX_ERROR_BODY};
+use doorway_core::wire::{Cut, Wire, V1};
 use embassy_futures::join::join_array;
 use embassy_futures::poll_once;
 use embassy_futures::select::{select, select3, select4, Either, Either3, Either4};
@@ -628,7 +629,8 @@ async fn session<S: Service, const N: usize, const BUF: usize, const OUT: usize>
     service: &RefCell<S>,
     config: Config,
 ) -> End {
-    let decoder = Decoder::new((BUF - HEADER_LEN) as u32);
+    // The v1 wire, through the same trait as the Linux server.
+    let wire = V1::new((BUF - HEADER_LEN) as u32);
     let (mut rd, mut wr) = socket.split();
     let mut len = 0usize;
     let mut eof = false;
@@ -680,14 +682,16 @@ async fn session<S: Service, const N: usize, const BUF: usize, const OUT: usize>
             // Every whole frame, while the output has room for the largest reply.
             let mut consumed = 0;
             while !closing && hub.slots[index].out.free() >= BUF {
-                match decoder.decode(&frame[consumed..len]) {
-                    Ok(Some(request)) => {
-                        consumed += request.wire_len();
+                match wire.cut(&frame[consumed..len]) {
+                    Cut::Frame(n) => {
+                        let bytes = &frame[consumed..consumed + n];
+                        consumed += n;
                         hub.counters.frames_in += 1;
-                        hub.counters.bytes_in += request.wire_len() as u64;
+                        hub.counters.bytes_in += n as u64;
                         let mut cx = hub.cx(index, now, wheel);
-                        match handle_frame(&mut *service, &mut cx, &request) {
-                            Control::Continue => {}
+                        let head = wire.head(bytes);
+                        match wire.handle(&mut *service, &mut cx, head, &bytes[V1::HEAD_LEN..]) {
+                            Control::Continue | Control::Skipped => {}
                             Control::Bye => closing = true,
                             Control::SendFailed(_) => {
                                 net_debug!("doorway: conn {} output full", index);
@@ -698,12 +702,10 @@ async fn session<S: Service, const N: usize, const BUF: usize, const OUT: usize>
                         }
                         closing |= hub.slots[index].close_requested;
                     }
-                    Ok(None) => break,
-                    Err(e) => {
+                    Cut::Need(_) => break,
+                    Cut::Refused(r) => {
                         net_debug!("doorway: conn {} refused a header", index);
-                        if let Some((code, seq)) = e.to_wire() {
-                            let _ = hub.cx(index, now, wheel).reply_error(code, seq);
-                        }
+                        let _ = hub.cx(index, now, wheel).reply_error(r.code, r.seq);
                         closing = true;
                     }
                 }
@@ -725,7 +727,7 @@ async fn session<S: Service, const N: usize, const BUF: usize, const OUT: usize>
             }
             // The flush made room for a reply and a whole frame (or a refused header) is waiting:
             // handle it now rather than wait for input that may never come.
-            if !closing && out.free() >= BUF && !matches!(decoder.decode(&frame[..len]), Ok(None)) {
+            if !closing && out.free() >= BUF && !matches!(wire.cut(&frame[..len]), Cut::Need(_)) {
                 continue;
             }
             let paused = !closing && out.free() < BUF;

@@ -22,8 +22,8 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::codec::{self, HEADER_LEN};
 use crate::sync::Lock;
+use doorway_core::wire::{Cut, Refusal, Wire};
 
 /// Size of a pooled block.
 pub const BLOCK: usize = 16 * 1024;
@@ -237,26 +237,22 @@ impl InBuf {
 
     /// Records `n` bytes read into the space, then cuts whole frames; returns how many were cut,
     /// and the refusal if a header was refused (cutting stops there).
-    pub fn filled(
-        &mut self,
-        n: usize,
-        decoder: &doorway_core::frame::Decoder,
-    ) -> (u64, Option<codec::Refusal>) {
+    pub fn filled<W: Wire>(&mut self, n: usize, wire: &W) -> (u64, Option<Refusal>) {
         self.end += n;
         let Some(buf) = &self.buf else { return (0, None) };
         let mut frames = 0;
         while self.cut < self.end {
-            match codec::cut(decoder, &buf[self.cut..self.end]) {
-                codec::Cut::Frame(len) => {
+            match wire.cut(&buf[self.cut..self.end]) {
+                Cut::Frame(len) => {
                     self.cut += len;
                     frames += 1;
                     self.need = 0;
                 }
-                codec::Cut::Need(len) => {
+                Cut::Need(len) => {
                     self.need = len;
                     break;
                 }
-                codec::Cut::Refused(r) => return (frames, Some(r)),
+                Cut::Refused(r) => return (frames, Some(r)),
             }
         }
         (frames, None)
@@ -345,17 +341,17 @@ impl OutBuf {
         self.len == 0
     }
 
-    /// Appends one frame (header then body), taking blocks from `pool` as needed.
+    /// Appends one frame (its encoded head, then the body), taking blocks from `pool` as needed.
     #[inline]
-    pub fn push_frame(&mut self, pool: &Pool, kind: u16, seq: u32, body: &[u8]) -> usize {
-        let total = HEADER_LEN + body.len();
+    pub fn push_frame(&mut self, pool: &Pool, head: &[u8], body: &[u8]) -> usize {
+        let total = head.len() + body.len();
         let fits = matches!(self.blocks.back(), Some(b) if b.capacity() == BLOCK && BLOCK - b.len() >= total);
         if !fits {
             let b = if total <= BLOCK { pool.get() } else { pool.get_exact(total) };
             self.blocks.push_back(b);
         }
         if let Some(b) = self.blocks.back_mut() {
-            b.extend_from_slice(&codec::header(kind, seq, body.len() as u32));
+            b.extend_from_slice(head);
             b.extend_from_slice(body);
         }
         self.len += total;
@@ -421,14 +417,14 @@ impl OutBuf {
 
     /// Discards everything not yet started; a frame partly written is kept so it can be completed.
     /// Returns the bytes discarded.
-    pub fn discard_unsent(&mut self, pool: &Pool) -> usize {
+    pub fn discard_unsent<W: Wire>(&mut self, pool: &Pool, wire: &W) -> usize {
         let before = self.len;
         let keep_to = match self.blocks.front() {
             Some(front) if self.head > 0 => {
                 // Walk the front block's frames to the one containing `head`.
                 let mut pos = 0;
                 while pos < self.head {
-                    match codec::frame_len(&front[pos..]) {
+                    match wire.frame_len(&front[pos..]) {
                         Some(len) => pos += len,
                         None => break,
                     }
@@ -477,8 +473,8 @@ mod tests {
         let budget = MemoryBudget::new(1 << 20, 2);
         let pool = Pool::new(false, 4, 0).with_budget(budget.clone(), 1);
         let mut out = OutBuf::default();
-        out.push_frame(&pool, 64, 1, &[7; 100]);
-        out.push_frame(&pool, 64, 2, &[7; 40_000]);
+        out.push_frame(&pool, &head(64, 1, 100), &[7; 100]);
+        out.push_frame(&pool, &head(64, 2, 40_000), &[7; 40_000]);
         assert_eq!(budget.used(), BLOCK + HEADER_LEN + 40_000);
         assert!(budget.exceeded_by((3 << 18) - 56_000) && !budget.exceeded_by(1000));
         out.consume(HEADER_LEN + 100, &pool);
@@ -491,14 +487,20 @@ mod tests {
     }
 
     use super::*;
-    use doorway_core::frame::Decoder;
+    use doorway_core::frame::{encode, HEADER_LEN};
+    use doorway_core::wire::V1;
+
+    /// A v1 frame's head bytes.
+    fn head(kind: u16, seq: u32, len: usize) -> [u8; HEADER_LEN] {
+        doorway_core::frame::Header::new(kind, seq, len as u32).to_bytes()
+    }
 
     #[test]
     fn inbuf_cuts_split_frames_and_releases() {
         let pool = Pool::new(true, 4, 0);
         let mut frame = [0u8; 20];
-        let n = codec::emit(&mut frame, 64, 7, b"12345678").unwrap();
-        let d = Decoder::default();
+        let n = encode(&mut frame, 64, 7, b"12345678").unwrap();
+        let d = V1::default();
         let mut ib = InBuf::default();
         for byte in &frame[..n] {
             let space = ib.space(&pool).unwrap();
@@ -517,8 +519,8 @@ mod tests {
         let pool = Pool::new(true, 4, 0);
         let body = vec![7u8; BLOCK * 2];
         let mut frame = vec![0u8; HEADER_LEN + body.len()];
-        codec::emit(&mut frame, 64, 1, &body).unwrap();
-        let d = Decoder::new(1 << 20);
+        encode(&mut frame, 64, 1, &body).unwrap();
+        let d = V1::new(1 << 20);
         let mut ib = InBuf::default();
         let mut off = 0;
         while off < frame.len() {
@@ -536,18 +538,18 @@ mod tests {
         let pool = Pool::new(false, 4, 0);
         let mut ob = OutBuf::default();
         for seq in 0..3 {
-            ob.push_frame(&pool, 64, seq, &[1; 10]);
+            ob.push_frame(&pool, &head(64, seq, 10), &[1; 10]);
         }
         assert_eq!(ob.len(), 66);
         ob.consume(5, &pool);
-        assert_eq!(ob.discard_unsent(&pool), 44);
+        assert_eq!(ob.discard_unsent(&pool, &V1::default()), 44);
         assert_eq!(ob.len(), 17);
         let mut iov: [&[u8]; 4] = [&[]; 4];
         assert_eq!(ob.slices(&mut iov), 1);
         assert_eq!(iov[0].len(), 17);
         ob.consume(17, &pool);
         assert!(ob.is_empty());
-        ob.push_frame(&pool, 64, 0, &[]);
-        assert_eq!(ob.discard_unsent(&pool), 12);
+        ob.push_frame(&pool, &head(64, 0, 0), &[]);
+        assert_eq!(ob.discard_unsent(&pool, &V1::default()), 12);
     }
 }

@@ -27,12 +27,12 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use doorway_core::frame::{Decoder, ErrorCode};
+use doorway_core::frame::ErrorCode;
 use doorway_core::slab::ConnId;
 use doorway_core::wheel::TimerId;
+use doorway_core::wire::{Refusal, Wire, MAX_CLOSE_FRAME, MAX_HEAD_LEN};
 
 use crate::buf::{InBuf, MemoryBudget, OutBuf, Pool, BLOCK};
-use crate::codec::{self, Refusal};
 use crate::stats::{Counter, Counters};
 use crate::sync::{door, Doors};
 use crate::sys::{self, socket};
@@ -65,9 +65,9 @@ pub enum Phase {
 
 /// Settings every step needs, derived once from the config.
 #[derive(Debug, Clone)]
-pub struct Params {
-    /// Header checks and the body limit.
-    pub decoder: Decoder,
+pub struct Params<W> {
+    /// The wire format: head checks, the body limit, the protocol's rules.
+    pub wire: W,
     /// Pending output above which reading pauses.
     pub high: usize,
     /// Pending output below which reading resumes.
@@ -83,9 +83,9 @@ pub struct Params {
 }
 
 /// What a step may touch besides the connection.
-pub struct Io<'a> {
+pub struct Io<'a, W> {
     /// Settings.
-    pub p: &'a Params,
+    pub p: &'a Params<W>,
     /// Input blocks.
     pub in_pool: &'a Pool,
     /// Output blocks.
@@ -203,14 +203,14 @@ impl Conn {
     }
 
     /// Closes the descriptor and frees the buffers: the connection is Dead.
-    pub fn kill(&mut self, io: &Io<'_>) -> Sched {
+    pub fn kill<W: Wire>(&mut self, io: &Io<'_, W>) -> Sched {
         self.inb.release(io.in_pool);
         self.st.kill(io)
     }
 
     /// The receive role: reads until the socket is drained (or the buffer is full of whole frames),
     /// cutting frames as they complete. `rdhup` says the peer's FIN may be pending.
-    pub fn receive(&mut self, io: &Io<'_>, rdhup: bool) -> Sched {
+    pub fn receive<W: Wire>(&mut self, io: &Io<'_, W>, rdhup: bool) -> Sched {
         let Some(fd) = self.st.fd.as_ref().map(|f| f.as_raw_fd()) else { return 0 };
         match self.st.phase {
             Phase::Dead => 0,
@@ -239,7 +239,7 @@ impl Conn {
                         }
                         Ok(n) => {
                             io.c.add(Counter::BytesIn, n as u64);
-                            let (frames, refused) = self.inb.filled(n, &io.p.decoder);
+                            let (frames, refused) = self.inb.filled(n, &io.p.wire);
                             if frames > 0 {
                                 io.c.add(Counter::FramesIn, frames);
                                 self.st.last_frame = io.now;
@@ -275,7 +275,7 @@ impl Conn {
     }
 
     /// Closing or Lingering: reads and drops input; the peer's FIN ends a lingering connection.
-    fn discard_input(&mut self, io: &Io<'_>) -> Sched {
+    fn discard_input<W: Wire>(&mut self, io: &Io<'_, W>) -> Sched {
         let Some(fd) = self.st.fd.as_ref().map(|f| f.as_raw_fd()) else { return 0 };
         let mut scratch = [0u8; 4096];
         for _ in 0..64 {
@@ -299,7 +299,7 @@ impl Conn {
 
     /// The send role: one gathered write of everything pending (more only if the kernel takes it
     /// all and more is pending), then backpressure and closing bookkeeping.
-    pub fn send(&mut self, io: &Io<'_>, doors: &Doors, idx: u32) -> Sched {
+    pub fn send<W: Wire>(&mut self, io: &Io<'_, W>, doors: &Doors, idx: u32) -> Sched {
         let Some(fd) = self.st.fd.as_ref().map(|f| f.as_raw_fd()) else { return 0 };
         if self.st.phase == Phase::Dead {
             return 0;
@@ -363,14 +363,14 @@ impl Conn {
     }
 
     /// The check timer fired: applies idle, write and closing deadlines. Returns roles to run.
-    pub fn check(&mut self, io: &Io<'_>) -> Sched {
+    pub fn check<W: Wire>(&mut self, io: &Io<'_, W>) -> Sched {
         let now = io.now;
         match self.st.phase {
             Phase::Open => {
                 if let Some(since) = self.st.over_high_since {
                     if now >= since + io.p.write_ms && self.st.out.len() >= io.p.low {
                         log::debug!("{}: slow consumer, closing", self.st.id);
-                        self.st.out.discard_unsent(io.out_pool);
+                        self.st.out.discard_unsent(io.out_pool, &io.p.wire);
                         self.inb.clear();
                         return self.st.begin_close(io, Some((ErrorCode::SlowConsumer, 0)));
                     }
@@ -419,7 +419,7 @@ impl ConnState {
     }
 
     /// Closes the descriptor: Dead.
-    pub fn kill(&mut self, io: &Io<'_>) -> Sched {
+    pub fn kill<W: Wire>(&mut self, io: &Io<'_, W>) -> Sched {
         self.fd = None;
         self.out.release(io.out_pool);
         self.phase = Phase::Dead;
@@ -427,15 +427,19 @@ impl ConnState {
     }
 
     /// Stops taking requests: queues `error` (if any) after what is owed and starts Closing.
-    pub fn begin_close(&mut self, io: &Io<'_>, error: Option<(ErrorCode, u32)>) -> Sched {
+    pub fn begin_close<W: Wire>(&mut self, io: &Io<'_, W>, error: Option<(ErrorCode, u32)>) -> Sched {
         if self.phase != Phase::Open {
             return 0;
         }
         if let Some((code, seq)) = error {
-            let (bytes, n) = codec::error_frame(code, seq);
-            self.out.push_encoded(io.out_pool, &bytes[..n]);
-            io.c.add(Counter::FramesOut, 1);
-            io.c.error_sent(code);
+            // Announced as the wire says (v1: an ERROR frame; Lars: nothing, just the close).
+            let mut frame = [0u8; MAX_CLOSE_FRAME];
+            let n = io.p.wire.close_frame(code, seq, &mut frame);
+            if n > 0 {
+                self.out.push_encoded(io.out_pool, &frame[..n]);
+                io.c.add(Counter::FramesOut, 1);
+                io.c.error_sent(code);
+            }
         }
         self.phase = Phase::Closing;
         self.refusal = None;
@@ -447,9 +451,9 @@ impl ConnState {
     }
 
     /// Queues one frame, enforcing the hard cap. Errors mean "not queued".
-    pub fn push_frame(
+    pub fn push_frame<W: Wire>(
         &mut self,
-        io: &Io<'_>,
+        io: &Io<'_, W>,
         kind: u16,
         seq: u32,
         body: &[u8],
@@ -462,7 +466,9 @@ impl ConnState {
         if body.len() > crate::config::MAX_MAX_BODY as usize {
             return Err(SendError::TooLarge);
         }
-        let frame_len = codec::HEADER_LEN + body.len();
+        let mut head = [0u8; MAX_HEAD_LEN];
+        let head_len = io.p.wire.encode_head(&mut head, kind, seq, body.len());
+        let frame_len = head_len + body.len();
         let after = self.out.len() + frame_len;
         if after > io.p.hard_cap {
             return Err(SendError::Full);
@@ -477,20 +483,16 @@ impl ConnState {
                 return Err(SendError::Full);
             }
         }
-        self.out.push_frame(io.out_pool, kind, seq, body);
+        self.out.push_frame(io.out_pool, &head[..head_len], body);
         io.c.add(Counter::FramesOut, 1);
-        if kind == doorway_core::frame::kind::ERROR {
-            if let Some(code) =
-                body.get(..2).and_then(|c| ErrorCode::from_code(u16::from_be_bytes([c[0], c[1]])))
-            {
-                io.c.error_sent(code);
-            }
+        if let Some(code) = io.p.wire.error_code(kind, body) {
+            io.c.error_sent(code);
         }
         Ok(())
     }
 
     /// The service declined the current request for now: stop reading and stop the idle clock.
-    pub fn hold(&mut self, io: &Io<'_>) {
+    pub fn hold<W: Wire>(&mut self, io: &Io<'_, W>) {
         if !self.held {
             self.held = true;
             self.held_at = io.now;
@@ -499,7 +501,7 @@ impl ConnState {
 
     /// The service resumes a held connection: the kept request is dealt again, reading goes on,
     /// and the idle clock resumes where it stopped. Returns the roles to run.
-    pub fn resume(&mut self, io: &Io<'_>) -> Sched {
+    pub fn resume<W: Wire>(&mut self, io: &Io<'_, W>) -> Sched {
         if !self.held {
             return 0;
         }
@@ -514,7 +516,7 @@ impl ConnState {
     }
 
     /// After output was queued: pause reading above the high watermark and start the write clock.
-    pub fn after_output(&mut self, io: &Io<'_>) {
+    pub fn after_output<W: Wire>(&mut self, io: &Io<'_, W>) {
         let pending = self.out.len();
         if pending > io.p.high {
             io.c.output_level(pending);
@@ -529,7 +531,7 @@ impl ConnState {
     }
 
     /// Closes as a slow consumer: pending output discarded (a partly written frame kept), ERROR 6.
-    pub fn slow_consumer(&mut self, io: &Io<'_>) -> Sched {
+    pub fn slow_consumer<W: Wire>(&mut self, io: &Io<'_, W>) -> Sched {
         if self.phase != Phase::Open {
             return 0;
         }
@@ -545,12 +547,12 @@ impl ConnState {
         } else {
             log::debug!("{}: slow consumer (output over the hard cap), closing", self.id);
         }
-        self.out.discard_unsent(io.out_pool);
+        self.out.discard_unsent(io.out_pool, &io.p.wire);
         self.begin_close(io, Some((ErrorCode::SlowConsumer, 0)))
     }
 
     /// The next time (ms) the check timer must look at this connection, if any.
-    pub fn next_check(&self, p: &Params) -> Option<u64> {
+    pub fn next_check<W>(&self, p: &Params<W>) -> Option<u64> {
         match self.phase {
             Phase::Open => {
                 let idle = match (self.paused || self.held, self.idle_probe) {
@@ -581,7 +583,7 @@ mod tests {
         let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
         let mut conn = Conn::new(ConnId::new(0, 0), OwnedFd::from(a), 0);
         let p = Params {
-            decoder: Decoder::new(1024),
+            wire: doorway_core::wire::V1::new(1024),
             high: 1 << 20,
             low: 1 << 18,
             hard_cap: 4 << 20,

@@ -21,6 +21,7 @@
 
 use doorway_core::dispatch::{Context, Outbox, SendError, TimerError};
 use doorway_core::slab::ConnId;
+use doorway_core::wire::Wire;
 
 use doorway_core::time::Instant as Tick;
 
@@ -35,16 +36,16 @@ pub const MAX_TIMERS_PER_CONN: usize = 16;
 pub const MAX_TIMER_MS: u32 = 86_400_000;
 
 /// The context handed to handlers on the Linux server.
-pub struct Cx<'a, 'io> {
-    pub(crate) shard: &'a Shard,
+pub struct Cx<'a, 'io, W> {
+    pub(crate) shard: &'a Shard<W>,
     pub(crate) idx: u32,
     pub(crate) st: &'a mut ConnState,
     pub(crate) env: &'a mut DealEnv,
-    pub(crate) io: &'a Io<'io>,
+    pub(crate) io: &'a Io<'io, W>,
     pub(crate) sched: Sched,
 }
 
-impl Cx<'_, '_> {
+impl<W: Wire> Cx<'_, '_, W> {
     fn push_other(
         &mut self,
         local: u32,
@@ -57,7 +58,7 @@ impl Cx<'_, '_> {
     }
 }
 
-impl Context for Cx<'_, '_> {
+impl<W: Wire> Context for Cx<'_, '_, W> {
     fn conn(&self) -> ConnId {
         self.st.id
     }
@@ -163,13 +164,13 @@ impl Context for Cx<'_, '_> {
 /// The context of the shard-wide hooks (`Service::on_start`, `Service::on_shard_timer`): the deal
 /// role's state with no connection current, so no connection lock is held and `send_to` may reach
 /// any slot of this shard directly.
-pub struct ShardCx<'a, 'io> {
-    pub(crate) shard: &'a Shard,
+pub struct ShardCx<'a, 'io, W> {
+    pub(crate) shard: &'a Shard<W>,
     pub(crate) env: &'a mut DealEnv,
-    pub(crate) io: &'a Io<'io>,
+    pub(crate) io: &'a Io<'io, W>,
 }
 
-impl Outbox for ShardCx<'_, '_> {
+impl<W: Wire> Outbox for ShardCx<'_, '_, W> {
     fn send_to(&mut self, to: ConnId, kind: u16, seq: u32, body: &[u8]) -> Result<(), SendError> {
         let (shard, local) = crate::shard::split_index(to.index());
         if shard == self.shard.index {

@@ -18,7 +18,8 @@
 //!
 //! - [`sys`]: every `unsafe` libc call (epoll, sockets, eventfd, timerfd, signalfd, rlimit).
 //! - [`config`]: [`Config`], the TOML file and the command line.
-//! - [`codec`]: the framing seam, the only caller of `doorway_core::frame`.
+//! - The wire (`doorway_core::wire::Wire`, v1 by default, Lars with `Builder::wire`): the server
+//!   is generic over it, and nothing here reads or writes head bytes itself.
 //! - [`buf`]: pooled blocks; an idle connection holds none.
 //! - [`conn`]: a connection's state machine and its receive/send/check steps.
 //! - [`shard`]: a connection table plus the roles' batch functions; [`cx`]: the handler Context.
@@ -30,7 +31,6 @@
 //! - [`server`]: threads per model (`fused`, `pipeline`), shards, metrics, the public API.
 
 pub mod buf;
-pub mod codec;
 pub mod config;
 pub mod conn;
 pub mod cx;

@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use doorway_core::dispatch::{SendError, Service};
 use doorway_core::slab::ConnId;
+use doorway_core::wire::{Wire, V1};
 
 use crate::config::{Config, Model};
 use crate::conn::Sched;
@@ -50,39 +51,46 @@ pub struct Server;
 impl Server {
     /// A builder with the default configuration.
     pub fn builder() -> Builder {
-        Builder { cfg: Config::default(), signals: false, metrics: Vec::new() }
+        Builder { cfg: Config::default(), signals: false, metrics: Vec::new(), wire: V1::default() }
     }
 }
 
 /// Configures and starts a server.
-pub struct Builder {
+pub struct Builder<W: Wire = V1> {
     cfg: Config,
     signals: bool,
     metrics: Vec<ServiceMetric>,
+    wire: W,
 }
 
-impl Builder {
+impl<W: Wire> Builder<W> {
+    /// Speaks `wire` instead (v1, `docs/PROTOCOL.md`, by default); its body limit is set from the
+    /// config's `max_body`.
+    pub fn wire<W2: Wire>(self, wire: W2) -> Builder<W2> {
+        Builder { cfg: self.cfg, signals: self.signals, metrics: self.metrics, wire }
+    }
+
     /// Uses `cfg` (validated at start).
-    pub fn config(mut self, cfg: Config) -> Builder {
+    pub fn config(mut self, cfg: Config) -> Builder<W> {
         self.cfg = cfg;
         self
     }
 
     /// Drain on SIGTERM/SIGINT (blocks them in the calling thread and every thread it spawns
     /// afterwards; the binary turns this on).
-    pub fn handle_signals(mut self, on: bool) -> Builder {
+    pub fn handle_signals(mut self, on: bool) -> Builder<W> {
         self.signals = on;
         self
     }
 
     /// Shows a service's metric in STATS and on `/metrics` (names are checked at start).
-    pub fn metric(mut self, metric: &ServiceMetric) -> Builder {
+    pub fn metric(mut self, metric: &ServiceMetric) -> Builder<W> {
         self.metrics.push(metric.clone());
         self
     }
 
     /// Binds, spawns the threads and returns once the server is accepting.
-    pub fn start<S: Service + Clone + Send + 'static>(self, service: S) -> io::Result<Running> {
+    pub fn start<S: Service + Clone + Send + 'static>(self, service: S) -> io::Result<Running<W>> {
         start(self, service)
     }
 
@@ -93,12 +101,12 @@ impl Builder {
 }
 
 /// A running server.
-pub struct Running {
+pub struct Running<W: Wire = V1> {
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
-    shared: Arc<ServerShared>,
+    shared: Arc<ServerShared<W>>,
     threads: Vec<JoinHandle<()>>,
-    shards: Vec<Arc<Shard>>,
+    shards: Vec<Arc<Shard<W>>>,
 }
 
 /// Reaches a running server from any thread: cheap to clone, `Send` and `Sync`.
@@ -109,9 +117,9 @@ pub struct Running {
 /// at most [`crate::shard::INBOX_CAP_BYTES`] of bodies: past it a call answers `Full` (the caller
 /// retries or drops, its choice), never growth.
 #[derive(Clone)]
-pub struct Handle(Arc<ServerShared>);
+pub struct Handle<W: Wire = V1>(Arc<ServerShared<W>>);
 
-impl Handle {
+impl<W: Wire> Handle<W> {
     /// Starts the graceful drain (like SIGTERM).
     pub fn stop(&self) {
         self.0.stop();
@@ -143,7 +151,7 @@ impl Handle {
     }
 }
 
-impl Running {
+impl<W: Wire> Running<W> {
     /// The address the server listens on (the real port when 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
@@ -160,7 +168,7 @@ impl Running {
     }
 
     /// A handle that can stop the server.
-    pub fn handle(&self) -> Handle {
+    pub fn handle(&self) -> Handle<W> {
         Handle(self.shared.clone())
     }
 
@@ -220,8 +228,11 @@ impl FdBudget {
     }
 }
 
-fn start<S: Service + Clone + Send + 'static>(builder: Builder, service: S) -> io::Result<Running> {
-    let Builder { cfg, signals, metrics: service_metrics } = builder;
+fn start<S: Service + Clone + Send + 'static, W: Wire>(
+    builder: Builder<W>,
+    service: S,
+) -> io::Result<Running<W>> {
+    let Builder { cfg, signals, metrics: service_metrics, wire } = builder;
     cfg.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let nofile = rlimit::raise_nofile().unwrap_or(1024);
     // Buffers of large frames are mapped, not carved from the heap (see `sys::mem`), so the
@@ -256,7 +267,7 @@ fn start<S: Service + Clone + Send + 'static>(builder: Builder, service: S) -> i
     let model = cfg.model;
     let n_shards = cfg.shards;
     let max_conns = budget.max_conns;
-    let shared = Arc::new(ServerShared::new(cfg, max_conns, budget.refusing));
+    let shared = Arc::new(ServerShared::new(cfg, wire, max_conns, budget.refusing));
     // A shard may receive every admitted connection (the kernel spreads them over the
     // listeners by hash) and every refusal.
     let capacity = max_conns + budget.refusing;
@@ -286,9 +297,9 @@ fn start<S: Service + Clone + Send + 'static>(builder: Builder, service: S) -> i
             Model::Pipeline => (0..4).map(|_| stats.register()).collect(),
         };
         for (name, pick) in [
-            ("read", (|s: &Shard| &s.read_q) as fn(&Shard) -> &ReadyQueue),
-            ("deal", |s: &Shard| &s.deal_q),
-            ("send", |s: &Shard| &s.send_q),
+            ("read", (|s: &Shard<W>| &s.read_q) as fn(&Shard<W>) -> &ReadyQueue),
+            ("deal", |s: &Shard<W>| &s.deal_q),
+            ("send", |s: &Shard<W>| &s.send_q),
         ] {
             let weak = Arc::downgrade(&shard);
             stats.register_queue(
@@ -302,7 +313,7 @@ fn start<S: Service + Clone + Send + 'static>(builder: Builder, service: S) -> i
     for metric in service_metrics {
         stats.register_service(metric).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     }
-    let _ = shared.shards.set(shards.iter().map(Arc::downgrade).collect::<Vec<Weak<Shard>>>());
+    let _ = shared.shards.set(shards.iter().map(Arc::downgrade).collect::<Vec<Weak<Shard<W>>>>());
     let _ = shared.stats.set(stats);
 
     let mut threads = Vec::new();
@@ -344,8 +355,8 @@ fn start<S: Service + Clone + Send + 'static>(builder: Builder, service: S) -> i
 
 /// Spawns a server thread under watch: if it dies of a panic (one outside the service hooks, which
 /// are caught where they run), the whole server drains and `wait` reports it.
-fn spawn(
-    shared: &Arc<ServerShared>,
+fn spawn<W: Wire>(
+    shared: &Arc<ServerShared<W>>,
     name: String,
     f: impl FnOnce() + Send + 'static,
 ) -> io::Result<JoinHandle<()>> {
@@ -382,7 +393,7 @@ fn park_until(waker: &Waker, ready: impl Fn() -> bool) {
     waker.park();
 }
 
-fn run_fused<S: Service>(shard: &Shard, mut service: S, counters: Arc<Counters>) {
+fn run_fused<S: Service, W: Wire>(shard: &Shard<W>, mut service: S, counters: Arc<Counters>) {
     let c = &*counters;
     let mut events = Events::with_capacity(1024);
     // The fused thread counts everything into its one set of counters.
@@ -441,7 +452,7 @@ fn run_fused<S: Service>(shard: &Shard, mut service: S, counters: Arc<Counters>)
     shard.exit.store(true, Ordering::Release);
 }
 
-fn run_monitor(shard: &Shard, c: &Counters) {
+fn run_monitor<W: Wire>(shard: &Shard<W>, c: &Counters) {
     let mut events = Events::with_capacity(1024);
     loop {
         let mut touched: Sched = 0;
@@ -468,11 +479,11 @@ fn run_monitor(shard: &Shard, c: &Counters) {
 
 /// The loop of a pipeline role fed by one ready queue (receive, send): drain the queue, run the
 /// batch, wake the roles it touched; park while the queue is empty, leave on `exit`.
-fn run_queue_role(
-    shard: &Shard,
+fn run_queue_role<W: Wire>(
+    shard: &Shard<W>,
     queue: &ReadyQueue,
     c: &Counters,
-    run: fn(&Shard, &[u32], &Counters, &mut Sched),
+    run: fn(&Shard<W>, &[u32], &Counters, &mut Sched),
 ) {
     let mut batch = Vec::new();
     let Some(mut rx) = queue.consumer() else { return };
@@ -491,7 +502,7 @@ fn run_queue_role(
     }
 }
 
-fn run_deal<S: Service>(shard: &Shard, mut service: S, counters: Arc<Counters>) {
+fn run_deal<S: Service, W: Wire>(shard: &Shard<W>, mut service: S, counters: Arc<Counters>) {
     let mut env = DealEnv::new(counters, shard.capacity());
     shard.start_service(&mut service, &mut env);
     let mut batch = Vec::new();
@@ -520,7 +531,7 @@ fn run_deal<S: Service>(shard: &Shard, mut service: S, counters: Arc<Counters>) 
 }
 
 /// A tiny HTTP/1.0 responder: `GET /metrics` answers the Prometheus text, anything else 404.
-fn serve_metrics(listener: TcpListener, shared: &ServerShared) {
+fn serve_metrics<W: Wire>(listener: TcpListener, shared: &ServerShared<W>) {
     if listener.set_nonblocking(true).is_err() {
         return;
     }

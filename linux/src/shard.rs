@@ -39,12 +39,12 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
-use doorway_core::dispatch::{handle_frame, Control, SendError, Service};
+use doorway_core::dispatch::{Control, SendError, Service};
 use doorway_core::frame::ErrorCode;
 use doorway_core::slab::{self, ConnId, Slab};
+use doorway_core::wire::{Cut, Wire, MAX_CLOSE_FRAME};
 
 use crate::buf::Pool;
-use crate::codec;
 use crate::config::{Config, OnPanic};
 use crate::conn::{Conn, ConnState, Io, Params, Phase, Sched, DEAL, READ, SEND};
 use crate::cx::{Cx, ShardCx};
@@ -76,11 +76,11 @@ pub fn split_index(global: usize) -> (usize, u32) {
 }
 
 /// What one server's shards share.
-pub struct ServerShared {
+pub struct ServerShared<W> {
     /// The validated configuration.
     pub cfg: Config,
-    /// Derived settings.
-    pub params: Params,
+    /// Derived settings, the wire among them.
+    pub params: Params<W>,
     /// Admission limit (the configured one, capped by the fd limit).
     pub max_conns: usize,
     /// Admitted connections not yet freed, over all shards.
@@ -99,7 +99,7 @@ pub struct ServerShared {
     pub stopping: AtomicBool,
     /// When draining must end (ms since start).
     pub drain_deadline: AtomicU64,
-    pub(crate) shards: OnceLock<Vec<Weak<Shard>>>,
+    pub(crate) shards: OnceLock<Vec<Weak<Shard<W>>>>,
     pub(crate) stats: OnceLock<Stats>,
     /// The first server thread that died (a panic outside any service hook): the server drains
     /// and `Running::wait` returns it as an error.
@@ -107,16 +107,18 @@ pub struct ServerShared {
     start: Instant,
 }
 
-impl ServerShared {
-    /// Shared state for a server with this config.
-    pub fn new(cfg: Config, max_conns: usize, max_refusing: usize) -> ServerShared {
+impl<W: Wire> ServerShared<W> {
+    /// Shared state for a server with this config speaking `wire` (its body limit set from the
+    /// config).
+    pub fn new(cfg: Config, wire: W, max_conns: usize, max_refusing: usize) -> ServerShared<W> {
+        let wire = wire.with_max_body(cfg.max_body);
         let high = cfg.high_watermark;
         let mem = crate::buf::MemoryBudget::new(cfg.memory_limit, 2 * cfg.shards);
         let params = Params {
-            decoder: doorway_core::frame::Decoder::new(cfg.max_body),
             high,
             low: cfg.low_watermark,
-            hard_cap: high.saturating_mul(2).saturating_add(cfg.max_body as usize + 2 * codec::HEADER_LEN),
+            hard_cap: high.saturating_mul(2).saturating_add(wire.max_body() as usize + 2 * W::HEAD_LEN),
+            wire,
             idle_ms: cfg.idle_timeout.as_millis() as u64,
             write_ms: cfg.write_timeout.as_millis() as u64,
             linger_ms: cfg.linger.as_millis() as u64,
@@ -161,7 +163,7 @@ impl ServerShared {
             .all(|s| s.exit.load(Ordering::Acquire))
     }
 
-    fn shard(&self, index: usize) -> Option<Arc<Shard>> {
+    fn shard(&self, index: usize) -> Option<Arc<Shard<W>>> {
         self.shards.get().and_then(|s| s.get(index)).and_then(Weak::upgrade)
     }
 
@@ -333,7 +335,7 @@ pub enum TimerKind {
 #[derive(Debug, Clone, Copy)]
 enum Hook {
     Open(ConnId),
-    Frame(ConnId, u16),
+    Frame(ConnId, Option<u16>),
     Timer(ConnId, u32),
     Close(ConnId),
     Start(usize),
@@ -344,7 +346,8 @@ impl std::fmt::Display for Hook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Hook::Open(id) => write!(f, "{id}: on_open"),
-            Hook::Frame(id, kind) => write!(f, "{id}: the handler of kind {kind}"),
+            Hook::Frame(id, Some(kind)) => write!(f, "{id}: the handler of kind {kind}"),
+            Hook::Frame(id, None) => write!(f, "{id}: a frame's handling"),
             Hook::Timer(id, token) => write!(f, "{id}: on_timer (token {token})"),
             Hook::Close(id) => write!(f, "{id}: on_close"),
             Hook::Start(shard) => write!(f, "shard {shard}: on_start"),
@@ -412,11 +415,11 @@ pub struct Wakers {
 }
 
 /// One shard.
-pub struct Shard {
+pub struct Shard<W> {
     /// Shard number.
     pub index: usize,
     /// What all shards share.
-    pub server: Arc<ServerShared>,
+    pub server: Arc<ServerShared<W>>,
     slots: Box<[Lock<Option<Conn>>]>,
     gens: Box<[AtomicU32]>,
     /// Door bits per slot.
@@ -456,16 +459,16 @@ pub struct Shard {
     trim_state: Lock<(u64, u64)>,
 }
 
-impl Shard {
+impl<W: Wire> Shard<W> {
     /// A shard serving `listener`, with `capacity` slots.
     pub fn new(
         index: usize,
-        server: Arc<ServerShared>,
+        server: Arc<ServerShared<W>>,
         listener: OwnedFd,
         capacity: usize,
         wakers: Wakers,
         signal: Option<SignalFd>,
-    ) -> io::Result<Shard> {
+    ) -> io::Result<Shard<W>> {
         let epoll = Epoll::new()?;
         let timer = TimerFd::periodic(std::time::Duration::from_millis(crate::conn::TICK_MS))?;
         epoll.add(listener.as_raw_fd(), epoll::IN | epoll::ET, TOKEN_LISTENER)?;
@@ -476,7 +479,7 @@ impl Shard {
         }
         // Blocks kept for reuse: enough for the active connections' bursts, not a hoard after a spike.
         let max_free = 128;
-        let large_size = server.cfg.max_body as usize + codec::HEADER_LEN + crate::buf::BLOCK;
+        let large_size = server.params.wire.max_body() as usize + W::HEAD_LEN + crate::buf::BLOCK;
         let mem = server.mem.clone();
         Ok(Shard {
             index,
@@ -525,7 +528,7 @@ impl Shard {
 
     /// The step environment for a thread counting into `c`.
     #[inline]
-    pub fn io<'a>(&'a self, c: &'a Counters) -> Io<'a> {
+    pub fn io<'a>(&'a self, c: &'a Counters) -> Io<'a, W> {
         Io {
             p: &self.server.params,
             in_pool: &self.in_pool,
@@ -749,12 +752,15 @@ impl Shard {
     }
 
     fn refuse_now(&self, fd: &OwnedFd, c: &Counters) {
-        let (bytes, n) = codec::error_frame(ErrorCode::ServerFull, 0);
-        let _ = crate::sys::write(fd.as_raw_fd(), &bytes[..n]);
+        let mut frame = [0u8; MAX_CLOSE_FRAME];
+        let n = self.server.params.wire.close_frame(ErrorCode::ServerFull, 0, &mut frame);
+        if n > 0 {
+            let _ = crate::sys::write(fd.as_raw_fd(), &frame[..n]);
+            c.add(Counter::FramesOut, 1);
+            c.error_sent(ErrorCode::ServerFull);
+        }
         let _ = socket::shutdown_write(fd.as_raw_fd());
         c.add(Counter::Refused, 1);
-        c.add(Counter::FramesOut, 1);
-        c.error_sent(ErrorCode::ServerFull);
     }
 
     // ----- receive -----
@@ -770,7 +776,7 @@ impl Shard {
 
     /// Reads one slot's socket (receive role); returns the roles to run next.
     #[inline]
-    fn receive_one(&self, idx: u32, io: &Io<'_>) -> Sched {
+    fn receive_one(&self, idx: u32, io: &Io<'_, W>) -> Sched {
         let rdhup = self.doors.leave(idx, door::RDHUP);
         match self.slots[idx as usize].lock().as_mut() {
             Some(conn) => conn.receive(io, rdhup),
@@ -822,7 +828,7 @@ impl Shard {
         idx: u32,
         service: &mut S,
         env: &mut DealEnv,
-        io: &Io<'_>,
+        io: &Io<'_, W>,
         inline_send: bool,
     ) {
         let mut slot = self.slots[idx as usize].lock();
@@ -848,13 +854,16 @@ impl Shard {
             }
         }
         if st.phase == Phase::Open {
-            let decoder = &io.p.decoder;
+            let wire = &io.p.wire;
             while inb.has_frames() && st.phase == Phase::Open && st.out.len() <= io.p.high && !st.held {
-                let Some(frame) = codec::decode(decoder, inb.frames()) else { break };
-                let len = frame.wire_len();
-                let kind = frame.header.kind;
+                let bytes = inb.frames();
+                // The receive role cut these bytes already: a whole, valid frame is at their head.
+                let Cut::Frame(len) = wire.cut(bytes) else { break };
+                let head = wire.head(bytes);
+                let body = &bytes[W::HEAD_LEN..len];
                 let mut cx = Cx { shard: self, idx, st: &mut *st, env: &mut *env, io, sched: 0 };
-                let ctl = self.guarded(io, Hook::Frame(id, kind), || handle_frame(service, &mut cx, &frame));
+                let ctl = self
+                    .guarded(io, Hook::Frame(id, head.kind), || wire.handle(service, &mut cx, head, body));
                 sched |= cx.sched;
                 if st.held && ctl.is_some() {
                     // Declined for now (`Context::pause`): the frame stays for the resume.
@@ -864,6 +873,7 @@ impl Shard {
                 match ctl {
                     None => sched |= st.begin_close(io, None),
                     Some(Control::Continue) => {}
+                    Some(Control::Skipped) => io.c.add(Counter::UnknownSkipped, 1),
                     Some(Control::Bye) => sched |= st.begin_close(io, None),
                     Some(Control::SendFailed(SendError::Full)) => sched |= st.slow_consumer(io),
                     Some(Control::SendFailed(e)) => {
@@ -908,7 +918,7 @@ impl Shard {
     /// Runs a service hook, catching a panic: `None` when it panicked (logged with the connection
     /// and the hook, counted as `handler_panics`; the caller closes the connection). With
     /// `--on-panic abort` the process aborts instead.
-    fn guarded<R>(&self, io: &Io<'_>, hook: Hook, f: impl FnOnce() -> R) -> Option<R> {
+    fn guarded<R>(&self, io: &Io<'_, W>, hook: Hook, f: impl FnOnce() -> R) -> Option<R> {
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
             Ok(r) => Some(r),
             Err(payload) => {
@@ -987,7 +997,7 @@ impl Shard {
         kind: u16,
         seq: u32,
         body: &[u8],
-        io: &Io<'_>,
+        io: &Io<'_, W>,
         env: &mut DealEnv,
     ) -> Result<(), SendError> {
         let Some(slot) = self.slots.get(local as usize) else { return Err(SendError::Closed) };

@@ -32,6 +32,8 @@ pub enum Counter {
     HandlerPanics,
     /// Connections ended with ERROR 6 because the memory limit was reached.
     MemoryLimitCloses,
+    /// Frames of an unknown kind skipped without an answer (a wire such as Lars's).
+    UnknownSkipped,
     /// ERROR frames sent, code 1 (the next six follow in order).
     Errors1,
 }
@@ -221,6 +223,7 @@ impl Stats {
         // The Linux server's own counters follow the common keys.
         visit("handler_panics", self.sum(Counter::HandlerPanics));
         visit("memory_limit_closes", self.sum(Counter::MemoryLimitCloses));
+        visit("unknown_kinds_skipped", self.sum(Counter::UnknownSkipped));
         for m in &self.service {
             visit(m.name(), m.get());
         }
@@ -267,6 +270,12 @@ impl Stats {
             "counter",
             "Service hooks that panicked.",
             self.sum(Counter::HandlerPanics),
+        );
+        metric(
+            "doorway_unknown_kinds_skipped_total",
+            "counter",
+            "Frames of an unknown kind skipped without an answer.",
+            self.sum(Counter::UnknownSkipped),
         );
         metric(
             "doorway_memory_limit_closes_total",
@@ -325,7 +334,7 @@ mod tests {
         stats.visit(&mut |k, v| seen.push((k.to_string(), v)));
         assert_eq!(seen[0], ("connections_open".to_string(), 2));
         assert_eq!(seen[11], ("errors_sent_5".to_string(), 1));
-        assert_eq!(seen.len(), 16);
+        assert_eq!(seen.len(), 17);
         let text = stats.prometheus();
         assert!(text.contains("doorway_errors_sent_total{code=\"5\"} 1"), "{text}");
         assert!(text.contains("doorway_connections_open 2"), "{text}");
