@@ -1,8 +1,8 @@
 //! Queue and door benchmarks beside well-known alternatives, measured in the same run.
 //!
 //! - `uncontended/*`: one thread, enqueue then dequeue one value; ns per push+pop.
-//!   Ours: `spsc`, `mpsc`, and a door-guarded `DoorQueue` (door open + enqueue + dequeue + door
-//!   close). Theirs: `heapless::spsc::Queue`, `crossbeam_queue::ArrayQueue`.
+//!   Ours: `mpsc` and a door-guarded `DoorQueue` (door open + enqueue + dequeue + door close).
+//!   Theirs: `crossbeam_queue::ArrayQueue`.
 //! - `two_threads/*`: a producer thread pushes values that the bench thread pops; ns per value
 //!   moved across cores (both spin briefly, then yield, on full/empty). Noisy on a shared 2-core
 //!   machine: other processes take the second core away.
@@ -11,7 +11,7 @@
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use crossbeam_queue::ArrayQueue as CrossbeamQueue;
 use doorway_core::door::{ArrayDoorQueue, Door, Flags};
-use doorway_core::queue::{mpsc, spsc};
+use doorway_core::queue::mpsc;
 use std::time::{Duration, Instant};
 
 const CAP: usize = 1024;
@@ -19,24 +19,6 @@ const CAP: usize = 1024;
 fn uncontended(c: &mut Criterion) {
     let mut group = c.benchmark_group("uncontended");
     group.throughput(Throughput::Elements(1));
-
-    let mut ours: spsc::Queue<u64, CAP> = spsc::Queue::new();
-    let (mut tx, mut rx) = ours.split();
-    group.bench_function("doorway_spsc", |b| {
-        b.iter(|| {
-            tx.enqueue(black_box(1)).unwrap();
-            black_box(rx.dequeue())
-        })
-    });
-
-    let mut theirs: heapless::spsc::Queue<u64, { CAP + 1 }> = heapless::spsc::Queue::new();
-    let (mut htx, mut hrx) = theirs.split();
-    group.bench_function("heapless_spsc", |b| {
-        b.iter(|| {
-            htx.enqueue(black_box(1)).unwrap();
-            black_box(hrx.dequeue())
-        })
-    });
 
     let ours_mpsc: mpsc::ArrayQueue<u64, CAP> = mpsc::ArrayQueue::new_array();
     let mut mrx = ours_mpsc.consumer().unwrap();
@@ -118,20 +100,6 @@ where
 fn two_threads(c: &mut Criterion) {
     let mut group = c.benchmark_group("two_threads");
     group.throughput(Throughput::Elements(1));
-    group.bench_function(BenchmarkId::new("doorway_spsc", CAP), |b| {
-        b.iter_custom(|iters| {
-            let mut queue: spsc::Queue<u64, CAP> = spsc::Queue::new();
-            let (mut tx, mut rx) = queue.split();
-            across(iters, move |v| tx.enqueue(v).is_ok(), || rx.dequeue())
-        })
-    });
-    group.bench_function(BenchmarkId::new("heapless_spsc", CAP), |b| {
-        b.iter_custom(|iters| {
-            let mut queue: heapless::spsc::Queue<u64, { CAP + 1 }> = heapless::spsc::Queue::new();
-            let (mut tx, mut rx) = queue.split();
-            across(iters, move |v| tx.enqueue(v).is_ok(), || rx.dequeue())
-        })
-    });
     group.bench_function(BenchmarkId::new("doorway_mpsc", CAP), |b| {
         b.iter_custom(|iters| {
             let queue: mpsc::ArrayQueue<u64, CAP> = mpsc::ArrayQueue::new_array();

@@ -21,13 +21,11 @@
 //! - [`demo`]: the demo service (ECHO, BROADCAST, STATS) both servers run by default.
 //! - [`stats`]: the counters every home reports, with their STATS names.
 //! - [`slab`]: connection storage with generation-tagged [`slab::ConnId`]s.
-//! - [`queue`]: fixed-capacity queues, [`queue::spsc`] (a ring for one producer and one consumer)
-//!   and [`queue::mpsc`] (the ready queue, many producers). Full is an answer, never a panic.
+//! - [`queue`]: the fixed-capacity ready queue ([`queue::mpsc`], many producers, one consumer). Full is an answer, never a panic.
 //! - [`door`]: per-connection atomic flags; the first opener enqueues, so a connection sits in a
 //!   ready queue at most once and a queue sized to the connections never overflows.
 //! - [`wheel`]: a hierarchical timing wheel: O(1) insert, cancel and per-tick expiry, ticks passed
 //!   in, generation-tagged [`wheel::TimerId`]s.
-//! - [`pool`]: a fixed-block buffer pool for connection buffers.
 //! - [`time`]: [`time::Instant`] and [`time::Duration`] in ticks; the core reads no clock.
 //!
 //! Targets without compare-and-swap (`thumbv6m-none-eabi`) get everything except [`door`] and
@@ -55,7 +53,6 @@ pub mod dispatch;
 pub mod door;
 pub mod frame;
 pub mod json;
-pub mod pool;
 pub mod queue;
 pub mod slab;
 pub mod stats;

@@ -5,58 +5,10 @@
 #![cfg(loom)]
 
 use doorway_core::queue::mpsc::{ArrayQueue, Queue, Slot};
-use doorway_core::queue::{spsc, Full};
+use doorway_core::queue::Full;
 use loom::sync::Arc;
 use loom::thread;
 
-/// SPSC: three values through a ring of two, producer and consumer on their own threads: all
-/// arrive, in order, and the ring never hands a slot to both sides at once.
-#[test]
-fn spsc_in_order_through_a_small_ring() {
-    loom::model(|| {
-        let queue: &'static mut spsc::Queue<u32, 2> = Box::leak(Box::new(spsc::Queue::new()));
-        let (mut tx, mut rx) = queue.split();
-        let producer = thread::spawn(move || {
-            for v in 1..=3 {
-                let mut v = v;
-                while let Err(Full(back)) = tx.enqueue(v) {
-                    v = back;
-                    thread::yield_now();
-                }
-            }
-        });
-        let mut got = Vec::new();
-        while got.len() < 3 {
-            match rx.dequeue() {
-                Some(v) => got.push(v),
-                None => thread::yield_now(),
-            }
-        }
-        producer.join().unwrap();
-        assert_eq!(got, [1, 2, 3]);
-        assert_eq!(rx.dequeue(), None);
-    });
-}
-
-/// Waits (yielding to the model) until `n` values came out of `queue`.
-fn take<S: AsRef<[Slot<u32>]>>(queue: &Queue<u32, S>, n: usize) -> Vec<u32> {
-    let mut rx = queue.consumer().expect("one consumer at a time");
-    let mut got = Vec::new();
-    while got.len() < n {
-        match rx.dequeue() {
-            Some(v) => got.push(v),
-            None => thread::yield_now(),
-        }
-    }
-    got
-}
-
-/// MPSC: two producers, one value each, the consumer waiting for them at the same time: each
-/// value comes out exactly once, and the consumer never reads a slot before its write is
-/// visible (loom's cell checks fire if the stamp's Release/Acquire pairing is broken).
-///
-/// The consumer waits for values rather than draining after `join`: a join would synchronise the
-/// threads and hide a missing ordering.
 #[test]
 fn mpsc_two_producers_exactly_once() {
     loom::model(|| {

@@ -6,7 +6,6 @@
 #![cfg(all(feature = "std", not(loom)))]
 
 use doorway_core::door::{Door, DoorQueue, Flags};
-use doorway_core::pool::{Exhausted, Pool};
 use doorway_core::queue::{mpsc, Full};
 use doorway_core::time::Instant;
 use doorway_core::wheel::Wheel;
@@ -54,16 +53,3 @@ fn wheel_with_runtime_capacity() {
     assert!(wheel.is_empty());
 }
 
-#[test]
-fn pool_with_runtime_capacity() {
-    let mut pool = Pool::with_capacity(16 * 1024, 64).unwrap();
-    assert_eq!((pool.capacity(), pool.block_size()), (64, 16 * 1024));
-    let blocks: Vec<_> = (0..64).map(|_| pool.alloc().unwrap()).collect();
-    assert_eq!(pool.alloc().err(), Some(Exhausted));
-    // Blocks can be held by other threads and handed back.
-    let blocks = std::thread::spawn(move || blocks).join().unwrap();
-    for block in blocks {
-        pool.free(block).unwrap();
-    }
-    assert_eq!(pool.available(), 64);
-}

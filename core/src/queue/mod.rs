@@ -1,14 +1,11 @@
 //! Fixed-capacity queues: allocated once, never grown; a full queue is an answer, not a panic.
 //!
-//! - [`spsc`]: a single-producer single-consumer ring (Lamport's queue, the shape of heapless's
-//!   `spsc::Queue`), for a pair of threads or an interrupt and a task. Needs only atomic loads and
-//!   stores, so it builds on every target, `thumbv6m-none-eabi` included.
 //! - [`mpsc`]: the ready queue, many producers and one consumer, with inline or caller-provided
 //!   storage (Dmitry Vyukov's bounded queue with crossbeam's lap stamps). Needs compare-and-swap,
 //!   so it exists only where the target has it (`cfg(target_has_atomic = "32")`) or the
 //!   `portable-atomic` feature supplies it.
 //!
-//! Both hand a value back when full ([`Full`]), report emptiness with `None`, and never block:
+//! It hands a value back when full ([`Full`]), report emptiness with `None`, and never block:
 //! neither side ever waits for the other. This is the one module where `unsafe` is allowed:
 //! slots are `UnsafeCell<MaybeUninit<T>>` whose ownership moves between the producer and the
 //! consumer through the atomic indices or stamps. Each file says who owns each slot when, and
@@ -17,7 +14,6 @@
 
 #[cfg(any(target_has_atomic = "32", feature = "portable-atomic"))]
 pub mod mpsc;
-pub mod spsc;
 
 pub use crate::Full;
 
