@@ -189,6 +189,7 @@ impl Pool {
     }
 
     /// Blocks currently free.
+    #[cfg(test)]
     pub fn free_blocks(&self) -> usize {
         self.free.lock().len()
     }
@@ -277,12 +278,6 @@ impl InBuf {
     #[inline]
     pub fn has_frames(&self) -> bool {
         self.start < self.cut
-    }
-
-    /// Drops the trailing partial frame and anything after a refused header.
-    pub fn discard_partial(&mut self) {
-        self.end = self.cut;
-        self.need = 0;
     }
 
     /// Drops everything.

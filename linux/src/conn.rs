@@ -413,11 +413,6 @@ impl Conn {
 }
 
 impl ConnState {
-    /// The descriptor, while open.
-    pub fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
-        self.fd.as_ref().map(|f| f.as_raw_fd())
-    }
-
     /// Closes the descriptor: Dead.
     pub fn kill<W: Wire>(&mut self, io: &Io<'_, W>) -> Sched {
         self.fd = None;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use doorway_core::dispatch::{Context, Request, SendError, Service};
 use doorway_core::message_map;
 use doorway_core::slab::ConnId;
-use doorway_linux::shard::SHARD_SHIFT;
+use doorway_linux::SHARD_SHIFT;
 use doorway_linux::{Config, Model, Server};
 use doorway_testkit::client::frame_bytes;
 use doorway_testkit::Client;

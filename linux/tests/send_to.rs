@@ -4,15 +4,15 @@
 //! A small relay service runs in-process: WHOAMI answers the connection's packed `ConnId`, SEND
 //! (`to: u64be` then a body) passes the body to `to` as NOTE and answers the result. SLEEP holds
 //! its shard's deal thread for a while and FLOOD broadcasts many times, so one test can fill a
-//! starved shard's inbox (`doorway_linux::shard::INBOX_CAP_BYTES`) and see what its clients get.
+//! starved shard's inbox (`doorway_linux::INBOX_CAP_BYTES`) and see what its clients get.
 
 use std::time::{Duration, Instant};
 
 use doorway_core::dispatch::{Context, Request, SendError, Service};
 use doorway_core::message_map;
 use doorway_core::slab::ConnId;
-use doorway_linux::shard::{INBOX_CAP_BYTES, SHARD_SHIFT};
 use doorway_linux::{Config, Model, Server};
+use doorway_linux::{INBOX_CAP_BYTES, SHARD_SHIFT};
 use doorway_testkit::Client;
 
 const WHOAMI: u16 = 200;

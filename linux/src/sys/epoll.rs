@@ -52,16 +52,6 @@ impl Events {
     pub fn iter(&self) -> impl Iterator<Item = Event> + '_ {
         self.buf[..self.len].iter().map(|e| Event { token: e.u64, events: e.events })
     }
-
-    /// How many events the last wait returned.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether the last wait returned none.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
 }
 
 impl Epoll {
