@@ -15,6 +15,11 @@
 //!   [`decode_frame`] reads one whole frame from a byte slice (a UDP datagram is exactly one frame),
 //!   and [`Frame::body`] decodes its body by message id. A server reads frames through doorway-core's
 //!   codec instead; this helper serves the client and tests, and stays small.
+//! - [`client`]: [`Client`], what an application uses (`get_host`, `report`, `get_route`,
+//!   `reg_init`), over blocking UDP sockets.
+//!
+//! An application touches only [`Client`] (and [`client::Error`]); the rest is for servers, tools
+//! and tests.
 //!
 //! # The head
 //!
@@ -40,10 +45,12 @@
 
 #![deny(missing_docs)]
 
+pub mod client;
 pub mod proto;
 
 use std::fmt;
 
+pub use client::Client;
 pub use proto::{
     Body, GetHostRequest, GetHostResponse, GetRouteRequest, GetRouteResponse, HostCallResult, HostInfo,
     MsgId, ReportRequest, ReportStatusRequest, RetCode,
