@@ -13,7 +13,7 @@
 //!   ([`RetCode`]) and [`Body`], a decoded message of any id.
 //! - The frame (this module): an 8-byte head, then the body. [`encode_frame`] writes one,
 //!   [`decode_frame`] reads one whole frame from a byte slice (a UDP datagram is exactly one frame),
-//!   and [`Frame::body`] decodes its body by message id. A server reads frames through doorway-core's
+//!   and [`Frame::decode`] decodes its body by message id. A server reads frames through doorway-core's
 //!   codec instead; this helper serves the client and tests, and stays small.
 //! - [`client`]: [`Client`], what an application uses (`get_host`, `report`, `get_route`,
 //!   `reg_init`), over blocking UDP sockets.
@@ -30,7 +30,7 @@
 //!
 //! A `msglen` below 0 or above [`BODY_LIMIT`] (65,527 = 65,535 − 8, the original's) is an error,
 //! whatever follows. An unknown `msgid` is not an error at this layer ([`Frame::msgid`] is a raw
-//! `i32`), so a reader can skip what a newer peer sends; [`Frame::body`] reports it.
+//! `i32`), so a reader can skip what a newer peer sends; [`Frame::decode`] reports it.
 //!
 //! ```
 //! use doorway_lars::{decode_frame, encode_frame, Body, GetRouteRequest, MsgId};
@@ -38,7 +38,7 @@
 //! let request = GetRouteRequest { modid: 1, cmdid: 1 };
 //! let frame = encode_frame(MsgId::ApiGetRouteRequest, &request)?;
 //! assert_eq!(frame, [7, 0, 0, 0, 4, 0, 0, 0, 0x08, 1, 0x10, 1]);
-//! let back = decode_frame(&frame)?.body()?;
+//! let back = decode_frame(&frame)?.decode()?;
 //! assert_eq!(back, Body::ApiGetRouteRequest(request));
 //! # Ok::<(), doorway_lars::WireError>(())
 //! ```
@@ -158,7 +158,7 @@ pub struct Frame<'a> {
 
 impl Frame<'_> {
     /// Decodes the body as the type of its message id.
-    pub fn body(&self) -> Result<Body> {
+    pub fn decode(&self) -> Result<Body> {
         let msgid = MsgId::try_from(self.msgid).map_err(|unknown| WireError::UnknownMsgId(unknown.value))?;
         Body::decode(msgid, self.body).map_err(|error| WireError::Body { msgid, error })
     }
@@ -244,14 +244,14 @@ mod tests {
         let bytes = head(99, 0);
         let frame = decode_frame(&bytes).unwrap();
         assert_eq!(frame.msgid, 99);
-        assert_eq!(frame.body(), Err(WireError::UnknownMsgId(99)));
+        assert_eq!(frame.decode(), Err(WireError::UnknownMsgId(99)));
     }
 
     #[test]
     fn a_body_that_is_not_protobuf_is_an_error_naming_its_msgid() {
         let mut bytes = head(5, 2);
         bytes.extend_from_slice(&[0x0a, 0x05]); // field 1 as a length-delimited field, truncated
-        let error = decode_frame(&bytes).unwrap().body().unwrap_err();
+        let error = decode_frame(&bytes).unwrap().decode().unwrap_err();
         assert!(matches!(error, WireError::Body { msgid: MsgId::GetHostResponse, .. }), "{error:?}");
         assert!(error.to_string().starts_with("bad GetHostResponse body"), "{error}");
     }

@@ -76,24 +76,24 @@ proptest! {
         let decoded = decode_frame(&frame).unwrap();
         prop_assert_eq!(decoded.msgid, i32::from(body.msgid()));
         prop_assert_eq!(decoded.body.len(), frame.len() - 8);
-        prop_assert_eq!(decoded.body().unwrap(), body);
+        prop_assert_eq!(decoded.decode().unwrap(), body);
     }
 
     #[test]
     fn a_host_keeps_its_presence(host in option::of(host_info()), seq in any::<u32>()) {
         let reply = GetHostResponse { seq, host, ..Default::default() };
         let frame = encode_frame(MsgId::GetHostResponse, &reply).unwrap();
-        prop_assert_eq!(decode_frame(&frame).unwrap().body().unwrap(), Body::GetHostResponse(reply));
+        prop_assert_eq!(decode_frame(&frame).unwrap().decode().unwrap(), Body::GetHostResponse(reply));
     }
 
     #[test]
     fn no_bytes_panic_the_decoder(bytes in vec(any::<u8>(), 0..64), msgid in 0..10i32) {
         // Raw bytes, and the same bytes behind a valid head of every id, so the body decoders run.
-        let _ = decode_frame(&bytes).and_then(|frame| frame.body());
+        let _ = decode_frame(&bytes).and_then(|frame| frame.decode());
         let mut framed = msgid.to_le_bytes().to_vec();
         framed.extend_from_slice(&(bytes.len() as i32).to_le_bytes());
         framed.extend_from_slice(&bytes);
         let frame = decode_frame(&framed).unwrap();
-        let _ = frame.body();
+        let _ = frame.decode();
     }
 }

@@ -212,7 +212,7 @@ fn every_vector_decodes_to_the_fields_of_its_line() {
         let expected = expected_body(msgid, Fields::new(what.clone(), v.fields));
         let frame = decode_frame(&v.frame).unwrap_or_else(|e| panic!("{what}: {e}"));
         assert_eq!(frame.msgid, v.msgid, "{what}: msgid");
-        assert_eq!(frame.body(), Ok(expected), "{what}");
+        assert_eq!(frame.decode(), Ok(expected), "{what}");
     }
 }
 
@@ -245,7 +245,7 @@ fn the_vectors_cover_every_message_id_and_both_kinds_of_empty_host() {
     assert_eq!(ids, all);
     let hosts: Vec<Option<HostInfo>> = vectors
         .iter()
-        .filter_map(|v| match decode_frame(&v.frame).ok()?.body().ok()? {
+        .filter_map(|v| match decode_frame(&v.frame).ok()?.decode().ok()? {
             Body::GetHostResponse(m) => Some(m.host),
             Body::ReportRequest(m) => Some(m.host),
             _ => None,
