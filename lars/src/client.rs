@@ -229,6 +229,8 @@ pub struct Client {
     sockets: [UdpSocket; 3],
     /// The next `GetHostRequest.seq`.
     seq: u32,
+    /// The read timeout each socket has now (see `recv_within`).
+    read_timeouts: [Duration; 3],
     buffer: Box<[u8]>,
 }
 
@@ -255,10 +257,12 @@ impl Client {
         let open = |index: u16| -> io::Result<UdpSocket> {
             let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
             socket.connect(SocketAddrV4::new(config.agent, config.base_port + index))?;
+            socket.set_read_timeout(Some(config.timeout))?;
             Ok(socket)
         };
         let sockets = [open(0)?, open(1)?, open(2)?];
-        Ok(Client { config, sockets, seq: 0, buffer: vec![0; RECV_BUFFER].into_boxed_slice() })
+        let read_timeouts = [config.timeout; 3];
+        Ok(Client { config, sockets, seq: 0, read_timeouts, buffer: vec![0; RECV_BUFFER].into_boxed_slice() })
     }
 
     /// The configuration in use.
@@ -389,8 +393,9 @@ impl Client {
                 Err(error) => return (Err(error), sent),
             }
             let deadline = Instant::now() + self.config.timeout;
+            let mut wait = self.config.timeout;
             loop {
-                let datagram = match self.recv_until(index, deadline) {
+                let datagram = match self.recv_within(index, wait) {
                     Ok(Some(len)) => &self.buffer[..len],
                     Ok(None) => break,
                     Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => {
@@ -405,26 +410,35 @@ impl Client {
                     Verdict::Stale => {}
                     Verdict::Bad(bad) => failure = Some(Error::BadReply(bad)),
                 }
+                wait = deadline.saturating_duration_since(Instant::now());
+                if wait.is_zero() {
+                    break;
+                }
             }
         }
         let tries = self.config.tries;
         (Err(failure.unwrap_or(Error::Timeout { tries })), tries)
     }
 
-    /// Receives one datagram on `sockets[index]` into `buffer`, or `None` once `deadline` passes.
-    fn recv_until(&mut self, index: usize, deadline: Instant) -> io::Result<Option<usize>> {
+    /// Receives one datagram on `sockets[index]` into `buffer`, or `None` after waiting `wait`.
+    ///
+    /// Setting a socket's read timeout is a system call, so each socket keeps the last one set
+    /// (`read_timeouts`) and it is set only when `wait` differs: a try's first wait is always
+    /// `config.timeout`, and only a wait after a stale or bad datagram is shorter. This keeps a
+    /// `get_host` at one `send` and one `recv`, as the original's (which waits forever) is.
+    fn recv_within(&mut self, index: usize, wait: Duration) -> io::Result<Option<usize>> {
         let socket = &self.sockets[index];
+        if self.read_timeouts[index] != wait {
+            socket.set_read_timeout(Some(wait))?;
+            self.read_timeouts[index] = wait;
+        }
         loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                return Ok(None);
-            }
-            socket.set_read_timeout(Some(remaining))?;
             match socket.recv(&mut self.buffer) {
                 Ok(len) => return Ok(Some(len)),
                 Err(error) if matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                     return Ok(None)
                 }
+                // A signal: wait again (at most `wait` more; the caller's deadline bounds the try).
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => return Err(error),
             }

@@ -258,6 +258,29 @@ fn a_silent_agent_is_a_timeout_after_every_try() {
 }
 
 #[test]
+fn a_stale_reply_neither_extends_its_try_nor_shortens_the_next() {
+    let agent = Agent::new();
+    let call = spawn(agent.client_with_timeout(1, 1, 1, SHORT_TIMEOUT), |c| {
+        let started = Instant::now();
+        let first = c.get_host(1, 1);
+        let first_took = started.elapsed();
+        let started = Instant::now();
+        let second = c.get_host(1, 1);
+        (first, first_took, second, started.elapsed())
+    });
+    let request = agent.recv();
+    // Late in the try, so the rest of it is short.
+    thread::sleep(SHORT_TIMEOUT * 8 / 10);
+    agent.send(&request, &[&host_reply(r#""seq":7"#, request.seq().wrapping_sub(1))]);
+    agent.recv();
+    let (first, first_took, second, second_took) = call.join().unwrap();
+    assert!(matches!(first, Err(Error::Timeout { tries: 1 })), "{first:?}");
+    assert!(matches!(second, Err(Error::Timeout { tries: 1 })), "{second:?}");
+    assert!(first_took >= SHORT_TIMEOUT && first_took < SHORT_TIMEOUT * 3 / 2, "{first_took:?}");
+    assert!(second_took >= SHORT_TIMEOUT, "the next call waits its whole timeout: {second_took:?}");
+}
+
+#[test]
 fn garbage_short_and_malformed_datagrams_are_bad_replies_when_nothing_better_comes() {
     let mut negative_length = vector("GetHostResponse", r#""seq":7"#);
     negative_length[4..8].copy_from_slice(&(-1i32).to_le_bytes());
