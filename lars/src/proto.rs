@@ -17,6 +17,9 @@
 //! | 7 | `API_GetRouteRequest` | as `GetRouteRequest` |
 //! | 8 | `API_GetRouteResponse` | as `GetRouteResponse` |
 //!
+//! The proto3 package name (`lars`) does not reach the wire; it would matter only to reflection or
+//! `Any`, which Lars does not use, so the derive needs no trace of it.
+//!
 //! `prost` writes what protobuf C++ writes for these types (checked byte for byte against the
 //! original's output in `tests/wire_vectors.rs`): fields in number order, proto3 defaults left out,
 //! a negative `int32` as a ten-byte varint, and a singular message field (`host` of msgids 5 and 6)
