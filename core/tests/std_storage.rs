@@ -52,4 +52,3 @@ fn wheel_with_runtime_capacity() {
     assert_eq!(wheel.poll(Instant::from_ticks(61_000), |_, _| {}), 50_000);
     assert!(wheel.is_empty());
 }
-
