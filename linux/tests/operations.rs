@@ -53,7 +53,7 @@ fn help_lists_every_setting() {
     for word in ["pipeline", "fused"] {
         assert!(text.contains(word), "--help does not name the model {word}:\n{text}");
     }
-    for units in ["<DURATION>", "<BYTES>", "ms, s, m, h", "KiB, MiB, GiB"] {
+    for units in ["<DURATION>", "<BYTES>", "ms, s, m (minutes), h", "KiB, MiB, GiB"] {
         assert!(text.contains(units), "--help does not give the units {units}:\n{text}");
     }
 }

@@ -401,7 +401,7 @@ mod tests {
             "[default: 1MiB]",
             "[default: fused]",
             "[default: off]",
-            "[units: ms, s, m, h; a bare number is milliseconds]",
+            "[units: ms, s, m (minutes), h; a bare number is milliseconds]",
         ] {
             assert!(help.contains(shown), "--help lacks {shown:?}:\n{help}");
         }

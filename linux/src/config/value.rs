@@ -150,7 +150,7 @@ impl Kind for String {
 impl Kind for Duration {
     type Value = Duration;
     const VALUE_NAME: Option<&'static str> = Some("DURATION");
-    const UNITS: Option<&'static str> = Some("ms, s, m, h; a bare number is milliseconds");
+    const UNITS: Option<&'static str> = Some("ms, s, m (minutes), h; a bare number is milliseconds");
 
     fn parse(text: &str) -> Result<Duration, ValueError> {
         parse_duration(text)
