@@ -74,8 +74,8 @@ pub struct Params<W> {
     pub low: usize,
     /// Pending output beyond which nothing more is queued (the connection is a slow consumer).
     pub hard_cap: usize,
-    /// Idle timeout.
-    pub idle_ms: u64,
+    /// Idle timeout; `None`: off, an idle connection is never closed.
+    pub idle_ms: Option<u64>,
     /// Write timeout.
     pub write_ms: u64,
     /// Linger after the server's close.
@@ -375,7 +375,8 @@ impl Conn {
                         return self.st.begin_close(io, Some((ErrorCode::SlowConsumer, 0)));
                     }
                 }
-                if !self.st.paused && !self.st.held && now >= self.st.last_frame + io.p.idle_ms {
+                let idle_due = io.p.idle_ms.is_some_and(|idle| now >= self.st.last_frame + idle);
+                if !self.st.paused && !self.st.held && idle_due {
                     if self.st.idle_probe.is_none() {
                         // Before calling it idle, read once more: whatever the socket holds counts.
                         self.st.idle_probe = Some(now);
@@ -553,7 +554,7 @@ impl ConnState {
                 let idle = match (self.paused || self.held, self.idle_probe) {
                     (true, _) => None,
                     (false, Some(probe)) => Some(probe + 2 * TICK_MS),
-                    (false, None) => Some(self.last_frame + p.idle_ms),
+                    (false, None) => p.idle_ms.map(|idle| self.last_frame + idle),
                 };
                 let write = self.over_high_since.map(|s| s + p.write_ms);
                 match (idle, write) {
@@ -582,7 +583,7 @@ mod tests {
             high: 1 << 20,
             low: 1 << 18,
             hard_cap: 4 << 20,
-            idle_ms: 1000,
+            idle_ms: Some(1000),
             write_ms: 5000,
             linger_ms: 100,
         };
@@ -614,5 +615,43 @@ mod tests {
         let next = conn.st.next_check(&p).unwrap();
         assert_ne!(conn.check(&io(next)), READ);
         assert_eq!(conn.st.phase, Phase::Closing);
+    }
+
+    /// With the idle timeout off a silent connection arms no check and survives any check, while
+    /// the write timeout still closes a connection stuck above the high watermark.
+    #[test]
+    fn with_the_idle_timeout_off_only_the_write_timeout_closes() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut conn = Conn::new(ConnId::new(0, 0), OwnedFd::from(a), 0);
+        let p = Params {
+            wire: doorway_core::wire::V1::new(1024),
+            high: 1 << 20,
+            low: 0,
+            hard_cap: 4 << 20,
+            idle_ms: None,
+            write_ms: 5000,
+            linger_ms: 100,
+        };
+        let (in_pool, out_pool, c) = (Pool::new(true, 4, 0), Pool::new(false, 4, 0), Counters::default());
+        let (mem, admitted) = (MemoryBudget::new(1 << 30, 1), AtomicUsize::new(1));
+        let io = |now| Io {
+            mem: &mem,
+            admitted: &admitted,
+            p: &p,
+            in_pool: &in_pool,
+            out_pool: &out_pool,
+            c: &c,
+            now,
+            stopping: false,
+            drain_deadline: u64::MAX,
+        };
+        assert_eq!(conn.st.next_check(&p), None, "an idle check was armed with the idle timeout off");
+        assert_eq!(conn.check(&io(u64::MAX / 2)), 0);
+        assert_eq!(conn.st.phase, Phase::Open, "a silent connection was closed with the idle timeout off");
+        conn.st.over_high_since = Some(1000);
+        assert_eq!(conn.st.next_check(&p), Some(6000), "the write timeout's check is still armed");
+        assert_eq!(conn.check(&io(5999)), 0);
+        conn.check(&io(6000));
+        assert_eq!(conn.st.phase, Phase::Closing, "the write timeout no longer closes");
     }
 }

@@ -119,7 +119,7 @@ impl<W: Wire> ServerShared<W> {
             low: cfg.low_watermark,
             hard_cap: high.saturating_mul(2).saturating_add(wire.max_body() as usize + 2 * W::HEAD_LEN),
             wire,
-            idle_ms: cfg.idle_timeout.as_millis() as u64,
+            idle_ms: cfg.idle_timeout.map(|d| d.as_millis() as u64),
             write_ms: cfg.write_timeout.as_millis() as u64,
             linger_ms: cfg.linger.as_millis() as u64,
         };

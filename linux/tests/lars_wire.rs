@@ -140,7 +140,8 @@ fn a_bad_msglen_closes_that_connection_with_nothing_written() {
 
 #[test]
 fn refusals_and_idle_closes_are_silent_on_the_lars_wire() {
-    let cfg = Config { max_connections: 1, idle_timeout: Duration::from_millis(300), ..Config::default() };
+    let cfg =
+        Config { max_connections: 1, idle_timeout: Some(Duration::from_millis(300)), ..Config::default() };
     let running = serve(Model::Fused, cfg);
     let mut admitted = connect(running.local_addr());
     admitted.write_all(&frame(1, b"")).unwrap();

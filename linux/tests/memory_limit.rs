@@ -116,6 +116,7 @@ fn non_reading_clients_cannot_take_the_server_past_its_memory_limit() {
             name(model)
         );
         assert!(closes > 0, "{}: the flood never reached the limit; the test proves nothing", name(model));
-        assert!(p(0.99) < Duration::from_millis(100), "{}: bystander p99 {:?}", name(model), p(0.99));
+        // Milliseconds, not seconds, on a machine whose two cores are saturated by the flood.
+        assert!(p(0.99) < Duration::from_millis(300), "{}: bystander p99 {:?}", name(model), p(0.99));
     }
 }

@@ -25,14 +25,21 @@ const FLAGS: &[&str] = &[
     "--shards",
     "--max-connections",
     "--max-body",
-    "--idle-timeout-ms",
-    "--write-timeout-ms",
+    "--idle-timeout",
+    "--write-timeout",
     "--high-watermark",
     "--low-watermark",
-    "--drain-timeout-ms",
-    "--linger-ms",
+    "--drain-timeout",
+    "--linger",
     "--metrics-addr",
     "--log-level",
+    "--on-panic",
+    "--memory-limit",
+    // The durations' old names, still accepted.
+    "--idle-timeout-ms",
+    "--write-timeout-ms",
+    "--drain-timeout-ms",
+    "--linger-ms",
 ];
 
 #[test]
@@ -45,6 +52,9 @@ fn help_lists_every_setting() {
     }
     for word in ["pipeline", "fused"] {
         assert!(text.contains(word), "--help does not name the model {word}:\n{text}");
+    }
+    for units in ["<DURATION>", "<BYTES>", "ms, s, m (minutes), h", "KiB, MiB, GiB"] {
+        assert!(text.contains(units), "--help does not give the units {units}:\n{text}");
     }
 }
 
@@ -89,6 +99,28 @@ fn config_file_and_flags_win() {
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
+/// The idle timeout, given in the new form, the old `-ms` form and the file, closes a silent
+/// connection with ERROR 4; `off` does not.
+#[test]
+fn idle_timeout_takes_units_old_ms_flags_and_off() {
+    let path = temp_file("durations", "idle-timeout = \"300ms\"\nlinger = \"1s\"\n");
+    let servers = [
+        spawn(&["--idle-timeout", "300ms", "--drain-timeout", "2s"]),
+        spawn(&["--idle-timeout-ms", "300", "--drain-timeout-ms", "2000"]),
+        spawn(&["--config", path.to_str().unwrap()]),
+    ];
+    let off = spawn(&["--idle-timeout", "off"]);
+    let mut silent = Client::connect(off.addr(), TIMEOUT).unwrap();
+    for server in &servers {
+        let mut c = Client::connect(server.addr(), TIMEOUT).unwrap();
+        let f = c.recv(TIMEOUT).unwrap_or_else(|e| panic!("no ERROR 4 from {:?}: {e}", server.addr()));
+        check_error_frame(&f, ErrorCode::IdleTimeout, 0).unwrap_or_else(|e| panic!("{e}"));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert_eq!(silent.request(ECHO, 3, b"x", TIMEOUT).unwrap(), Frame::new(ECHO, 3, b"x"));
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
 fn expect_exit_2(args: &[&str], what: &str) {
     match ServerProcess::spawn(doorway_bin(), args, TIMEOUT) {
         Ok(server) => panic!("{what}: doorway {args:?} started on {}", server.addr()),
@@ -109,6 +141,8 @@ fn invalid_settings_exit_2_with_a_message() {
     expect_exit_2(&[&l[..], &["--low-watermark", "10", "--high-watermark", "10"]].concat(), "low >= high");
     expect_exit_2(&[&l[..], &["--listen", "not-an-address"]].concat(), "bad listen address");
     expect_exit_2(&[&l[..], &["--no-such-flag"]].concat(), "unknown flag");
+    expect_exit_2(&[&l[..], &["--idle-timeout", "5 parsecs"]].concat(), "a duration without a known unit");
+    expect_exit_2(&[&l[..], &["--write-timeout", "0"]].concat(), "a zero write timeout");
     expect_exit_2(&[&l[..], &["--config", "/nonexistent/doorway.toml"]].concat(), "missing config file");
     let unknown = temp_file("unknown-key", "listen = \"127.0.0.1:0\"\nbogus-setting = 1\n");
     expect_exit_2(&["--config", unknown.to_str().unwrap()], "unknown key in the file");
