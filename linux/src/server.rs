@@ -273,29 +273,16 @@ fn start<S: Service + Clone + Send + 'static, W: Wire>(
     let capacity = max_conns + budget.refusing;
     let mut stats = Stats::default();
     let mut shards = Vec::new();
-    let mut counters = Vec::new();
+    let loops = RoleLoop::of(model);
+    // Each thread counts into its own cells: (shard, loop, counters) for every thread to spawn.
+    let mut to_spawn = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
-        let monitor = Arc::new(Waker::new(false)?);
-        let wakers = match model {
-            Model::Fused => Wakers {
-                monitor: monitor.clone(),
-                receive: monitor.clone(),
-                deal: monitor.clone(),
-                send: monitor,
-            },
-            Model::Pipeline => Wakers {
-                monitor,
-                receive: Arc::new(Waker::new(true)?),
-                deal: Arc::new(Waker::new(true)?),
-                send: Arc::new(Waker::new(true)?),
-            },
-        };
         let signal = if signals && i == 0 { Some(signalfd::SignalFd::new()?) } else { None };
-        let shard = Arc::new(Shard::new(i, shared.clone(), listener, capacity, wakers, signal)?);
-        let per_shard: Vec<Arc<Counters>> = match model {
-            Model::Fused => vec![stats.register()],
-            Model::Pipeline => (0..4).map(|_| stats.register()).collect(),
-        };
+        let shard =
+            Arc::new(Shard::new(i, shared.clone(), listener, capacity, RoleLoop::wakers(loops)?, signal)?);
+        for &role in loops {
+            to_spawn.push((shard.clone(), role, stats.register()));
+        }
         for (name, pick) in [
             ("read", (|s: &Shard<W>| &s.read_q) as fn(&Shard<W>) -> &ReadyQueue),
             ("deal", |s: &Shard<W>| &s.deal_q),
@@ -307,7 +294,6 @@ fn start<S: Service + Clone + Send + 'static, W: Wire>(
                 Arc::new(move || weak.upgrade().map(|s| pick(&s).high_water() as u64).unwrap_or(0)),
             );
         }
-        counters.push(per_shard);
         shards.push(shard);
     }
     for metric in service_metrics {
@@ -317,33 +303,11 @@ fn start<S: Service + Clone + Send + 'static, W: Wire>(
     let _ = shared.stats.set(stats);
 
     let mut threads = Vec::new();
-    for (shard, c) in shards.iter().zip(counters) {
-        let name = |role: &str| format!("doorway-s{}-{role}", shard.index);
-        match model {
-            Model::Fused => {
-                let (shard, svc) = (shard.clone(), service.clone());
-                let c = c[0].clone();
-                threads.push(spawn(&shared, name("fused"), move || run_fused(&shard, svc, c))?);
-            }
-            Model::Pipeline => {
-                let s = shard.clone();
-                let cm = c[0].clone();
-                threads.push(spawn(&shared, name("monitor"), move || run_monitor(&s, &cm))?);
-                let s = shard.clone();
-                let cr = c[1].clone();
-                threads.push(spawn(&shared, name("receive"), move || {
-                    run_queue_role(&s, &s.read_q, &cr, Shard::receive_batch)
-                })?);
-                let (s, svc) = (shard.clone(), service.clone());
-                let cd = c[2].clone();
-                threads.push(spawn(&shared, name("deal"), move || run_deal(&s, svc, cd))?);
-                let s = shard.clone();
-                let cs = c[3].clone();
-                threads.push(spawn(&shared, name("send"), move || {
-                    run_queue_role(&s, &s.send_q, &cs, Shard::send_batch)
-                })?);
-            }
-        }
+    for (shard, role, counters) in to_spawn {
+        let name = format!("doorway-s{}-{}", shard.index, role.name());
+        // The service is cloned once per shard: for the one loop that runs its deal role.
+        let svc = role.deals().then(|| service.clone());
+        threads.push(spawn(&shared, name, move || role.run(&shard, svc, counters))?);
     }
     if let Some(listener) = metrics {
         let watched = shared.clone();
@@ -371,6 +335,83 @@ fn spawn<W: Wire>(
             shared.thread_died(&name, &why);
         }
     })
+}
+
+/// The loop a server thread runs. A model is data: the loops of one shard's threads
+/// ([`RoleLoop::of`]); everything else (wakers, counters, threads) follows from that list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RoleLoop {
+    /// All four roles around one `epoll_wait`.
+    Fused,
+    /// epoll: accept, readiness, the tick, signals.
+    Monitor,
+    /// The read queue.
+    Receive,
+    /// The deal queue, the inbox and the timers: the service runs here.
+    Deal,
+    /// The send queue.
+    Send,
+}
+
+impl RoleLoop {
+    /// The loops of one shard's threads under `model`.
+    fn of(model: Model) -> &'static [RoleLoop] {
+        match model {
+            Model::Fused => &[RoleLoop::Fused],
+            Model::Pipeline => &[RoleLoop::Monitor, RoleLoop::Receive, RoleLoop::Deal, RoleLoop::Send],
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            RoleLoop::Fused => "fused",
+            RoleLoop::Monitor => "monitor",
+            RoleLoop::Receive => "receive",
+            RoleLoop::Deal => "deal",
+            RoleLoop::Send => "send",
+        }
+    }
+
+    /// Whether this loop runs the deal role (and so owns the shard's service instance).
+    fn deals(self) -> bool {
+        matches!(self, RoleLoop::Fused | RoleLoop::Deal)
+    }
+
+    /// The wakers of a shard whose threads run `loops`: a role with a thread of its own parks on
+    /// its own eventfd; a role inside the fused loop is woken through the monitor's, which sits in
+    /// the epoll set.
+    fn wakers(loops: &[RoleLoop]) -> io::Result<Wakers> {
+        let monitor = Arc::new(Waker::new(false)?);
+        let own = |role: RoleLoop| -> io::Result<Arc<Waker>> {
+            if loops.contains(&role) {
+                Ok(Arc::new(Waker::new(true)?))
+            } else {
+                Ok(monitor.clone())
+            }
+        };
+        Ok(Wakers {
+            receive: own(RoleLoop::Receive)?,
+            deal: own(RoleLoop::Deal)?,
+            send: own(RoleLoop::Send)?,
+            monitor,
+        })
+    }
+
+    /// Runs the loop until the shard is done. `service` is `Some` exactly when [`RoleLoop::deals`].
+    fn run<S: Service, W: Wire>(self, shard: &Shard<W>, service: Option<S>, counters: Arc<Counters>) {
+        match (self, service) {
+            (RoleLoop::Fused, Some(service)) => run_fused(shard, service, counters),
+            (RoleLoop::Deal, Some(service)) => run_deal(shard, service, counters),
+            (RoleLoop::Monitor, _) => run_monitor(shard, &counters),
+            (RoleLoop::Receive, _) => run_queue_role(shard, &shard.read_q, &counters, Shard::receive_batch),
+            (RoleLoop::Send, _) => run_queue_role(shard, &shard.send_q, &counters, Shard::send_batch),
+            // Not built that way (`start` passes the service to exactly the loops that deal); were
+            // it ever, the server stops rather than run a shard that answers nobody.
+            (RoleLoop::Fused | RoleLoop::Deal, None) => {
+                shard.server.thread_died(self.name(), "no service to run")
+            }
+        }
+    }
 }
 
 /// Iterations a role thread polls its queue before parking (hand-offs that come within a few
