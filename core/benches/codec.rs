@@ -7,7 +7,7 @@
 #![allow(missing_docs)] // criterion_group! generates undocumented functions.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use doorway_core::frame::{encode, kind, Decoder, HEADER_LEN};
+use doorway_core::frame::{encode, Decoder, HEADER_LEN};
 
 const FRAME_LEN: usize = 64;
 const BODY_LEN: usize = FRAME_LEN - HEADER_LEN;
@@ -15,7 +15,7 @@ const BODY_LEN: usize = FRAME_LEN - HEADER_LEN;
 fn frame() -> Vec<u8> {
     let mut out = vec![0u8; FRAME_LEN];
     let body = [0x5au8; BODY_LEN];
-    assert_eq!(encode(&mut out, kind::ECHO, 7, &body), Ok(FRAME_LEN));
+    assert_eq!(encode(&mut out, doorway_core::demo::kind::ECHO, 7, &body), Ok(FRAME_LEN));
     out
 }
 
@@ -47,7 +47,11 @@ fn codec(c: &mut Criterion) {
     let body = [0x5au8; BODY_LEN];
     let mut out = [0u8; FRAME_LEN];
     group.bench_function("encode_one_64B", |b| {
-        b.iter(|| black_box(encode(black_box(&mut out), kind::ECHO, 7, black_box(&body)).unwrap()))
+        b.iter(|| {
+            black_box(
+                encode(black_box(&mut out), doorway_core::demo::kind::ECHO, 7, black_box(&body)).unwrap(),
+            )
+        })
     });
     group.finish();
 }

@@ -2,9 +2,20 @@
 //!
 //! It is also the smallest complete example of a service: three handlers and one table.
 
+/// The demo service's kinds (`docs/PROTOCOL.md`, Demo service): application kinds like any other
+/// service's, not part of the protocol.
+pub mod kind {
+    /// Echo the frame back.
+    pub const ECHO: u16 = 64;
+    /// Send the body to every open connection.
+    pub const BROADCAST: u16 = 65;
+    /// The server's counters as JSON.
+    pub const STATS: u16 = 66;
+}
+
 use crate::dispatch::{Context, Request, SendError, Service};
-use crate::frame::kind::{BROADCAST, ECHO, STATS};
 use crate::json::ObjectWriter;
+use kind::{BROADCAST, ECHO, STATS};
 
 /// The largest STATS body the demo writes.
 pub const STATS_BUF: usize = 1024;

@@ -55,12 +55,6 @@ pub mod kind {
     pub const BYE: u16 = 4;
     /// The first kind dispatched through the message map; 5..64 are reserved.
     pub const FIRST_APPLICATION: u16 = 64;
-    /// Demo service: echo the frame back.
-    pub const ECHO: u16 = 64;
-    /// Demo service: send the body to every open connection.
-    pub const BROADCAST: u16 = 65;
-    /// Demo service: the server's counters as JSON.
-    pub const STATS: u16 = 66;
 }
 
 /// The codes an ERROR frame carries (`docs/PROTOCOL.md`, Errors).
@@ -407,14 +401,14 @@ mod tests {
     #[test]
     fn oversized_refused_from_header_alone() {
         let decoder = Decoder::new(16);
-        let header = Header::new(kind::ECHO, 9, 17).to_bytes();
+        let header = Header::new(crate::demo::kind::ECHO, 9, 17).to_bytes();
         assert_eq!(decoder.decode(&header), Err(Error::TooLarge { length: 17, seq: 9 }));
         assert_eq!(decoder.decode(&header[..11]), Ok(None));
     }
 
     #[test]
     fn bad_flags_refused() {
-        let mut header = Header::new(kind::ECHO, 3, 0);
+        let mut header = Header::new(crate::demo::kind::ECHO, 3, 0);
         header.flags = 1;
         assert_eq!(Decoder::default().decode(&header.to_bytes()), Err(Error::BadFlags { flags: 1, seq: 3 }));
     }

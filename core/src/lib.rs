@@ -4,11 +4,18 @@
 //! frames, dispatch decisions and expirations. Two homes bind it: `doorway-linux` (epoll threads)
 //! and `doorway-embedded` (embassy-net / smoltcp sockets).
 //!
-//! The data path, layer by layer:
+//! The data path differs per home, since each home meets the core pieces in its own order:
 //!
 //! ```text
-//! bytes ─▶ frame (codec: cut, validate) ─▶ dispatch (message map) ─▶ handler ─▶ Context (reply)
-//! ticks ─▶ wheel (timing wheel)         ─▶ door (once-only flag)  ─▶ queue (ready queue)
+//! Linux (doorway-linux), threads handing connections to each other:
+//!   epoll edge ─▶ door (once per connection) ─▶ queue::mpsc (ready queue) ─▶ receive: bytes
+//!     ─▶ wire (cut, head) ─▶ door ─▶ ready queue ─▶ deal: wire rules ─▶ dispatch (message map)
+//!     ─▶ handler ─▶ Context (reply, send_to, pause) ─▶ door ─▶ ready queue ─▶ send
+//!   ticks ─▶ wheel (idle, write and linger checks; service and shard timers) ─▶ deal
+//!
+//! A device (doorway-embedded), one task per socket, no hand-off and so no doors or queues:
+//!   socket bytes ─▶ wire (cut, head) ─▶ dispatch ─▶ handler ─▶ Context (reply)
+//!   ticks ─▶ wheel (idle checks, service timers)
 //! ```
 //!
 //! - [`wire`]: the [`wire::Wire`] trait, everything a byte protocol decides (cutting, heads,

@@ -330,22 +330,22 @@ where
 fn echo_ping_stats_and_unknown_kinds() {
     with_server(Duration::from_secs(10), |stack| async move {
         let mut c = Client::connect(stack).await;
-        c.send(&frame_bytes(kind::ECHO, 1, b"hello")).await;
-        assert_eq!(c.recv().await, Some((kind::ECHO, 1, b"hello".to_vec())));
+        c.send(&frame_bytes(doorway_core::demo::kind::ECHO, 1, b"hello")).await;
+        assert_eq!(c.recv().await, Some((doorway_core::demo::kind::ECHO, 1, b"hello".to_vec())));
         // Several frames in one write, one of them split across writes.
         let mut bytes = frame_bytes(kind::PING, 2, b"p");
         bytes.extend(frame_bytes(kind::PONG, 3, b""));
         bytes.extend(frame_bytes(99, 4, b""));
-        let tail = frame_bytes(kind::ECHO, 5, &[7; 256]);
+        let tail = frame_bytes(doorway_core::demo::kind::ECHO, 5, &[7; 256]);
         bytes.extend(&tail[..100]);
         c.send(&bytes).await;
         c.send(&tail[100..]).await;
         assert_eq!(c.recv().await, Some((kind::PONG, 2, b"p".to_vec())));
         c.expect_error(ErrorCode::UnknownKind, 4).await;
-        assert_eq!(c.recv().await, Some((kind::ECHO, 5, vec![7; 256])));
-        c.send(&frame_bytes(kind::STATS, 6, b"")).await;
+        assert_eq!(c.recv().await, Some((doorway_core::demo::kind::ECHO, 5, vec![7; 256])));
+        c.send(&frame_bytes(doorway_core::demo::kind::STATS, 6, b"")).await;
         let (k, s, body) = c.recv().await.expect("STATS reply");
-        assert_eq!((k, s), (kind::STATS, 6));
+        assert_eq!((k, s), (doorway_core::demo::kind::STATS, 6));
         let json = String::from_utf8(body).expect("STATS is UTF-8");
         assert!(json.contains("\"connections_open\":1"), "{json}");
         assert!(json.contains("\"frames_in\":6"), "ECHO, PING, PONG, 99, ECHO, STATS: {json}");
@@ -357,23 +357,23 @@ fn echo_ping_stats_and_unknown_kinds() {
 fn header_errors_close_and_bye_answers_first() {
     with_server(Duration::from_secs(10), |stack| async move {
         let mut c = Client::connect(stack).await;
-        c.send(&frame_bytes(kind::ECHO, 1, &[0; 257])).await; // max_body is 256
+        c.send(&frame_bytes(doorway_core::demo::kind::ECHO, 1, &[0; 257])).await; // max_body is 256
         c.expect_error(ErrorCode::FrameTooLarge, 1).await;
         c.expect_close().await;
 
         let mut c = Client::connect(stack).await;
-        let mut flagged = frame_bytes(kind::ECHO, 2, b"");
+        let mut flagged = frame_bytes(doorway_core::demo::kind::ECHO, 2, b"");
         flagged[7] = 1;
         c.send(&flagged).await;
         c.expect_error(ErrorCode::BadFlags, 2).await;
         c.expect_close().await;
 
         let mut c = Client::connect(stack).await;
-        let mut bytes = frame_bytes(kind::ECHO, 3, b"owed");
+        let mut bytes = frame_bytes(doorway_core::demo::kind::ECHO, 3, b"owed");
         bytes.extend(frame_bytes(kind::BYE, 4, b""));
-        bytes.extend(frame_bytes(kind::ECHO, 5, b"ignored"));
+        bytes.extend(frame_bytes(doorway_core::demo::kind::ECHO, 5, b"ignored"));
         c.send(&bytes).await;
-        assert_eq!(c.recv().await, Some((kind::ECHO, 3, b"owed".to_vec())));
+        assert_eq!(c.recv().await, Some((doorway_core::demo::kind::ECHO, 3, b"owed".to_vec())));
         c.expect_close().await;
     });
 }
@@ -393,9 +393,9 @@ fn server_full_idle_timeout_and_broadcast() {
         refused.expect_close().await;
 
         // BROADCAST reaches both, the sender's copy in its reply order.
-        a.send(&frame_bytes(kind::BROADCAST, 3, b"all")).await;
-        assert_eq!(a.recv().await, Some((kind::BROADCAST, 0, b"all".to_vec())));
-        assert_eq!(b.recv().await, Some((kind::BROADCAST, 0, b"all".to_vec())));
+        a.send(&frame_bytes(doorway_core::demo::kind::BROADCAST, 3, b"all")).await;
+        assert_eq!(a.recv().await, Some((doorway_core::demo::kind::BROADCAST, 0, b"all".to_vec())));
+        assert_eq!(b.recv().await, Some((doorway_core::demo::kind::BROADCAST, 0, b"all".to_vec())));
 
         // `b` keeps talking; `a` goes quiet and gets ERROR 4 after the idle timeout.
         let start = Instant::now();
@@ -410,8 +410,8 @@ fn server_full_idle_timeout_and_broadcast() {
 
         // The freed slot admits exactly one more.
         let mut c = Client::connect(stack).await;
-        c.send(&frame_bytes(kind::ECHO, 9, b"in")).await;
-        assert_eq!(c.recv().await, Some((kind::ECHO, 9, b"in".to_vec())));
+        c.send(&frame_bytes(doorway_core::demo::kind::ECHO, 9, b"in")).await;
+        assert_eq!(c.recv().await, Some((doorway_core::demo::kind::ECHO, 9, b"in".to_vec())));
     });
 }
 
@@ -427,7 +427,7 @@ fn slow_consumer_is_cut_off_after_the_write_timeout() {
         let start = Instant::now();
         let mut bytes = Vec::new();
         for seq in 0..60 {
-            bytes.extend(frame_bytes(kind::ECHO, seq, &[seq as u8; 200]));
+            bytes.extend(frame_bytes(doorway_core::demo::kind::ECHO, seq, &[seq as u8; 200]));
         }
         slow.send(&bytes).await;
         // Meanwhile another connection is served normally.
@@ -446,14 +446,18 @@ fn slow_consumer_is_cut_off_after_the_write_timeout() {
                 );
                 continue;
             }
-            assert_eq!((k, seq, body), (kind::ECHO, next, vec![next as u8; 200]), "replies in order");
+            assert_eq!(
+                (k, seq, body),
+                (doorway_core::demo::kind::ECHO, next, vec![next as u8; 200]),
+                "replies in order"
+            );
             next += 1;
         }
         assert!(next < 60, "the slow consumer cannot have received everything");
         assert!(start.elapsed() >= Duration::from_secs(2), "not cut off before the write timeout");
         // `other` went idle meanwhile (400 ms); ask a fresh connection.
         let mut stats = Client::connect(stack).await;
-        stats.send(&frame_bytes(kind::STATS, 2, b"")).await;
+        stats.send(&frame_bytes(doorway_core::demo::kind::STATS, 2, b"")).await;
         let (_, _, body) = stats.recv().await.expect("STATS");
         let json = String::from_utf8(body).expect("UTF-8");
         assert!(json.contains("\"errors_sent_6\":1"), "{json}");
@@ -469,15 +473,15 @@ fn shutdown_answers_what_was_received_then_error_7() {
         let mut a = Client::connect_with(stack, 256, 4096).await;
         let mut bytes = Vec::new();
         for seq in 0..14 {
-            bytes.extend(frame_bytes(kind::ECHO, seq, &[seq as u8; 100]));
+            bytes.extend(frame_bytes(doorway_core::demo::kind::ECHO, seq, &[seq as u8; 100]));
         }
-        let partial = frame_bytes(kind::ECHO, 14, &[14; 100]);
+        let partial = frame_bytes(doorway_core::demo::kind::ECHO, 14, &[14; 100]);
         bytes.extend(&partial[..50]);
         a.send(&bytes).await;
         Timer::after_millis(200).await;
         // Another connection asks how many frames the server has taken so far.
         let mut b = Client::connect(stack).await;
-        b.send(&frame_bytes(kind::STATS, 1, b"")).await;
+        b.send(&frame_bytes(doorway_core::demo::kind::STATS, 1, b"")).await;
         let (_, _, body) = b.recv().await.expect("STATS");
         let json = String::from_utf8(body).expect("UTF-8");
         let frames_in: u64 = json
@@ -494,7 +498,11 @@ fn shutdown_answers_what_was_received_then_error_7() {
         // Every request the server had received is answered, in order, then ERROR 7, then EOF;
         // the partial frame is discarded.
         for seq in 0..14 {
-            assert_eq!(a.recv().await, Some((kind::ECHO, seq, vec![seq as u8; 100])), "reply {seq}");
+            assert_eq!(
+                a.recv().await,
+                Some((doorway_core::demo::kind::ECHO, seq, vec![seq as u8; 100])),
+                "reply {seq}"
+            );
         }
         a.expect_error(ErrorCode::ShuttingDown, 0).await;
         a.expect_close().await;
@@ -555,9 +563,9 @@ async fn knock(stack: Stack<'static>) -> Knock {
         Ok(Ok(())) => {}
     }
     let mut c = Client { socket, pending: Vec::new() };
-    c.send(&frame_bytes(kind::ECHO, 1, b"late")).await;
+    c.send(&frame_bytes(doorway_core::demo::kind::ECHO, 1, b"late")).await;
     match with_timeout(Duration::from_millis(500), c.recv()).await {
-        Ok(Some((kind::ECHO, _, _))) => Knock::Served,
+        Ok(Some((doorway_core::demo::kind::ECHO, _, _))) => Knock::Served,
         _ => Knock::AcceptedNotServed,
     }
 }
@@ -574,7 +582,7 @@ fn after_the_stop_new_connections_are_not_served() {
         let mut slow = Client::connect_with(stack, 256, 16 * 1024).await;
         let mut bytes = Vec::new();
         for seq in 0..40 {
-            bytes.extend(frame_bytes(kind::ECHO, seq, &[0; 200]));
+            bytes.extend(frame_bytes(doorway_core::demo::kind::ECHO, seq, &[0; 200]));
         }
         slow.send(&bytes).await;
         Timer::after_millis(100).await;
@@ -597,7 +605,7 @@ fn the_drain_timeout_bounds_a_client_that_never_reads() {
         let mut slow = Client::connect_with(stack, 256, 16 * 1024).await;
         let mut bytes = Vec::new();
         for seq in 0..60 {
-            bytes.extend(frame_bytes(kind::ECHO, seq, &[seq as u8; 200]));
+            bytes.extend(frame_bytes(doorway_core::demo::kind::ECHO, seq, &[seq as u8; 200]));
         }
         slow.send(&bytes).await;
         Timer::after_millis(200).await;
@@ -611,7 +619,11 @@ fn the_drain_timeout_bounds_a_client_that_never_reads() {
         let mut next = 0;
         let read_all = async {
             while let Some((k, seq, body)) = slow.recv().await {
-                assert_eq!((k, seq, body), (kind::ECHO, next, vec![next as u8; 200]), "replies in order");
+                assert_eq!(
+                    (k, seq, body),
+                    (doorway_core::demo::kind::ECHO, next, vec![next as u8; 200]),
+                    "replies in order"
+                );
                 next += 1;
             }
         };
@@ -691,10 +703,10 @@ fn the_largest_timeouts_serve_without_panicking() {
         refused.expect_error(ErrorCode::ServerFull, 0).await;
         refused.expect_close().await;
         refused.socket.close();
-        let mut bytes = frame_bytes(kind::ECHO, 3, b"last");
+        let mut bytes = frame_bytes(doorway_core::demo::kind::ECHO, 3, b"last");
         bytes.extend(frame_bytes(kind::BYE, 4, b""));
         a.send(&bytes).await;
-        assert_eq!(a.recv().await, Some((kind::ECHO, 3, b"last".to_vec())));
+        assert_eq!(a.recv().await, Some((doorway_core::demo::kind::ECHO, 3, b"last".to_vec())));
         a.expect_close().await;
         a.socket.close();
         // A stop (drain timeout): the open session gets ERROR 7 and the server returns.

@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use doorway_core::frame::kind::{BROADCAST, ECHO, ERROR, PING, PONG};
+use doorway_core::demo::kind::{BROADCAST, ECHO};
+use doorway_core::frame::kind::{ERROR, PING, PONG};
 use doorway_core::frame::ErrorCode;
 use doorway_testkit::client::{frame_bytes, Client, CloseKind, Frame, RecvError};
 use doorway_testkit::rng::Rng;

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use doorway_core::frame::kind::{ECHO, PING, PONG};
+use doorway_core::demo::kind::ECHO;
+use doorway_core::frame::kind::{PING, PONG};
 use doorway_core::frame::ErrorCode;
 use doorway_testkit::client::{frame_bytes, Client, Frame, RecvError};
 use doorway_testkit::suite::{check_error_frame, raw_header};
@@ -171,7 +172,7 @@ fn counters_are_global_across_shards() {
                 })
                 .collect();
             for (i, c) in conns.iter_mut().enumerate() {
-                let f = c.request(doorway_core::frame::kind::STATS, 1, b"", TIMEOUT).unwrap();
+                let f = c.request(doorway_core::demo::kind::STATS, 1, b"", TIMEOUT).unwrap();
                 let s = doorway_testkit::json::parse_int_object(&f.body).unwrap();
                 let open = stat(&s, "connections_open");
                 assert!(open >= 20, "{ctx}: STATS on connection {i} says connections_open = {open} of 20");

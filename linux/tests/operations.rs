@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
 
-use doorway_core::frame::kind::{ECHO, STATS};
+use doorway_core::demo::kind::{ECHO, STATS};
 use doorway_core::frame::ErrorCode;
 use doorway_testkit::client::{Client, Frame};
 use doorway_testkit::process::SpawnError;

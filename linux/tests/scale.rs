@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use doorway_core::frame::kind::ECHO;
+use doorway_core::demo::kind::ECHO;
 use doorway_testkit::client::{frame_bytes, Client, Frame};
 use doorway_testkit::raise_nofile_limit;
 

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, Parser};
+use doorway_core::demo::kind::ECHO;
 use doorway_core::demo::Demo;
-use doorway_core::frame::kind::ECHO;
 use doorway_core::frame::ErrorCode;
 use doorway_linux::config::{between, ConfigError, SettingsArgs, MAX_TIMEOUT};
 use doorway_linux::{Config, Model, Running, Server};

@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use doorway_core::frame::kind::{BROADCAST, BYE, ECHO, PING, PONG};
+use doorway_core::demo::kind::{BROADCAST, ECHO};
+use doorway_core::frame::kind::{BYE, PING, PONG};
 use doorway_core::frame::ErrorCode;
 use doorway_testkit::client::{frame_bytes, Client, Frame, RecvError};
 use doorway_testkit::rng::Rng;

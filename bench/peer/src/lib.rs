@@ -134,8 +134,8 @@ async fn answer(framed: &mut Framed<TcpStream, FrameCodec>, item: Inbound) -> io
             Ok(Next::Close)
         }
         Inbound::Frame(header, body) => match header.kind {
-            kind::ECHO => {
-                framed.feed(Outbound { kind: kind::ECHO, seq: header.seq, body }).await?;
+            doorway_core::demo::kind::ECHO => {
+                framed.feed(Outbound { kind: doorway_core::demo::kind::ECHO, seq: header.seq, body }).await?;
                 Ok(Next::Continue)
             }
             kind::PING => {
@@ -212,7 +212,7 @@ mod tests {
     #[test]
     fn decodes_split_frames() {
         let mut codec = FrameCodec::new(64);
-        let whole = bytes_of(kind::ECHO, 7, b"hello");
+        let whole = bytes_of(doorway_core::demo::kind::ECHO, 7, b"hello");
         let mut buf = BytesMut::new();
         for (i, b) in whole.iter().enumerate() {
             buf.put_u8(*b);
@@ -220,7 +220,7 @@ mod tests {
             if i + 1 < whole.len() {
                 assert_eq!(item, None);
             } else {
-                let expected = Header::new(kind::ECHO, 7, 5);
+                let expected = Header::new(doorway_core::demo::kind::ECHO, 7, 5);
                 assert_eq!(item, Some(Inbound::Frame(expected, Bytes::from_static(b"hello"))));
             }
         }
@@ -230,7 +230,7 @@ mod tests {
     #[test]
     fn refuses_oversized_from_header() {
         let mut codec = FrameCodec::new(4);
-        let mut buf = BytesMut::from(&Header::new(kind::ECHO, 9, 5).to_bytes()[..]);
+        let mut buf = BytesMut::from(&Header::new(doorway_core::demo::kind::ECHO, 9, 5).to_bytes()[..]);
         assert_eq!(codec.decode(&mut buf).unwrap(), Some(Inbound::Refused(ErrorCode::FrameTooLarge, 9)));
         buf.put_slice(b"more");
         assert_eq!(codec.decode(&mut buf).unwrap(), None);

@@ -82,18 +82,22 @@ fn echo_split_and_pipelined() {
     let peer = Peer::start(&[]);
     let mut stream = peer.connect();
     // One frame written byte by byte.
-    for b in frame_bytes(kind::ECHO, 1, b"split") {
+    for b in frame_bytes(doorway_core::demo::kind::ECHO, 1, b"split") {
         stream.write_all(&[b]).unwrap();
     }
     let (header, body) = read_frame(&mut stream);
-    assert_eq!((header.kind, header.seq, &body[..]), (kind::ECHO, 1, &b"split"[..]));
+    assert_eq!((header.kind, header.seq, &body[..]), (doorway_core::demo::kind::ECHO, 1, &b"split"[..]));
     // Many frames in one write come back in order.
-    let batch: Vec<u8> =
-        (2..102u32).flat_map(|seq| frame_bytes(kind::ECHO, seq, &seq.to_be_bytes())).collect();
+    let batch: Vec<u8> = (2..102u32)
+        .flat_map(|seq| frame_bytes(doorway_core::demo::kind::ECHO, seq, &seq.to_be_bytes()))
+        .collect();
     stream.write_all(&batch).unwrap();
     for seq in 2..102u32 {
         let (header, body) = read_frame(&mut stream);
-        assert_eq!((header.kind, header.seq, body), (kind::ECHO, seq, seq.to_be_bytes().to_vec()));
+        assert_eq!(
+            (header.kind, header.seq, body),
+            (doorway_core::demo::kind::ECHO, seq, seq.to_be_bytes().to_vec())
+        );
     }
     assert!(peer.stop().success());
 }
@@ -111,9 +115,9 @@ fn ping_pong_and_unknown_kind() {
     let (header, body) = read_frame(&mut stream);
     assert_eq!((header.kind, header.seq), (kind::ERROR, 7));
     assert_eq!(frame::parse_error_body(&body).map(|(code, _)| code), Some(2));
-    stream.write_all(&frame_bytes(kind::ECHO, 8, b"still")).unwrap();
+    stream.write_all(&frame_bytes(doorway_core::demo::kind::ECHO, 8, b"still")).unwrap();
     let (header, _) = read_frame(&mut stream);
-    assert_eq!((header.kind, header.seq), (kind::ECHO, 8));
+    assert_eq!((header.kind, header.seq), (doorway_core::demo::kind::ECHO, 8));
 }
 
 #[test]
@@ -121,7 +125,7 @@ fn oversized_frame_refused_then_closed() {
     let peer = Peer::start(&["--max-body", "16"]);
     let mut stream = peer.connect();
     // Only the header is sent: the refusal must not wait for the body.
-    stream.write_all(&Header::new(kind::ECHO, 11, 17).to_bytes()).unwrap();
+    stream.write_all(&Header::new(doorway_core::demo::kind::ECHO, 11, 17).to_bytes()).unwrap();
     let (header, body) = read_frame(&mut stream);
     assert_eq!((header.kind, header.seq), (kind::ERROR, 11));
     assert_eq!(frame::parse_error_body(&body).map(|(code, _)| code), Some(1));

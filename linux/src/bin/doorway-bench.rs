@@ -109,14 +109,14 @@ impl Request {
         let body: Vec<u8> = (0..body_size).map(|i| (i as u8).wrapping_mul(31).wrapping_add(7)).collect();
         let mut frame = vec![0u8; HEADER_LEN + body_size];
         // The size was validated (<= 16 MiB), so it fits in the u32 length and the buffer.
-        let _ = doorway_core::frame::encode(&mut frame, kind::ECHO, 0, &body);
+        let _ = doorway_core::frame::encode(&mut frame, doorway_core::demo::kind::ECHO, 0, &body);
         Request { frame, body }
     }
 
     /// Writes request `seq` into `out` (exactly one frame long).
     pub fn write(&self, out: &mut [u8], seq: u32) {
         out.copy_from_slice(&self.frame);
-        let _ = Header::new(kind::ECHO, seq, self.body.len() as u32).emit(out);
+        let _ = Header::new(doorway_core::demo::kind::ECHO, seq, self.body.len() as u32).emit(out);
         if self.body.len() >= 4 {
             out[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&seq.to_be_bytes());
         }
@@ -180,7 +180,7 @@ fn open_idle(cfg: &Config, request: &Request) -> (Vec<TcpStream>, Errors) {
             return false;
         }
         let body = &mut reply[..request.body.len()];
-        let ok = header.kind == kind::ECHO
+        let ok = header.kind == doorway_core::demo::kind::ECHO
             && header.seq == 1
             && header.length as usize == body.len()
             && stream.read_exact(body).is_ok()

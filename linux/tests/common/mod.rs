@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use doorway_core::frame::kind::STATS;
+use doorway_core::demo::kind::STATS;
 use doorway_testkit::client::Client;
 use doorway_testkit::json;
 use doorway_testkit::ServerProcess;

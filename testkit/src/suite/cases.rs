@@ -9,7 +9,8 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use doorway_core::frame::kind::{BROADCAST, BYE, ECHO, ERROR, PING, PONG, STATS};
+use doorway_core::demo::kind::{BROADCAST, ECHO, STATS};
+use doorway_core::frame::kind::{BYE, ERROR, PING, PONG};
 use doorway_core::frame::{Decoder, Error as FrameError, ErrorCode, HEADER_LEN};
 
 use super::{check_error_frame, ensure, exp, exp_any, raw_header, Case, Cx, Failure, Needs};

@@ -225,9 +225,11 @@ impl Cx<'_> {
         loop {
             let mut client = self.connect()?;
             let body = tag.to_be_bytes();
-            let reply = client.request(kind::ECHO, tag, &body, self.target.timeout);
+            let reply = client.request(doorway_core::demo::kind::ECHO, tag, &body, self.target.timeout);
             match reply {
-                Ok(frame) if exp(kind::ECHO, tag, &body).matches(&frame) => return Ok(client),
+                Ok(frame) if exp(doorway_core::demo::kind::ECHO, tag, &body).matches(&frame) => {
+                    return Ok(client)
+                }
                 Ok(frame) if frame.error().is_some_and(|(c, _)| c == ErrorCode::ServerFull.code()) => {}
                 Err(RecvError::Closed { .. }) => {}
                 Ok(frame) => return Err(Failure::Unexpected { expected: format!("ECHO {tag}"), got: frame }),

@@ -116,7 +116,10 @@ fn cycle(
             Err(_) => Failure::ErrorFrame(0),
         });
     }
-    if header.kind != kind::ECHO || header.seq != seq || header.length as usize != request.body.len() {
+    if header.kind != doorway_core::demo::kind::ECHO
+        || header.seq != seq
+        || header.length as usize != request.body.len()
+    {
         return Err(Failure::Mismatch);
     }
     let body = &mut reply[..request.body.len()];

@@ -320,7 +320,7 @@ fn on_readable(
             return replies;
         }
         if conn.outstanding == 0
-            || header.kind != kind::ECHO
+            || header.kind != doorway_core::demo::kind::ECHO
             || header.seq != conn.expect_seq
             || !request.matches(frame.body, header.seq)
         {

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use doorway_core::frame::{self, kind, ErrorCode, Header, HEADER_LEN};
+use doorway_core::frame::{self, ErrorCode, Header, HEADER_LEN};
 
 use super::*;
 
@@ -216,7 +216,10 @@ fn request_template_round_trip() {
     let mut out = vec![0u8; request.frame.len()];
     request.write(&mut out, 0xdead_beef);
     let frame = frame::Decoder::default().decode(&out).unwrap().unwrap();
-    assert_eq!((frame.header.kind, frame.header.seq, frame.body.len()), (kind::ECHO, 0xdead_beef, 10));
+    assert_eq!(
+        (frame.header.kind, frame.header.seq, frame.body.len()),
+        (doorway_core::demo::kind::ECHO, 0xdead_beef, 10)
+    );
     assert!(request.matches(frame.body, 0xdead_beef));
     assert!(!request.matches(frame.body, 1));
 }
