@@ -190,34 +190,123 @@ impl<W: Wire> Outbox for ShardCx<'_, '_, W> {
     }
 
     fn set_timer(&mut self, token: u32, after_ms: u32) -> Result<(), TimerError> {
-        if after_ms > MAX_TIMER_MS {
-            return Err(TimerError::OutOfRange);
-        }
-        let deadline = Tick::from_ticks(self.io.now + after_ms as u64);
-        let timers = &mut self.env.shard_timers;
-        if let Some(pos) = timers.iter().position(|t| t.0 == token) {
-            if self.env.wheel.reset(timers[pos].1, deadline) {
-                return Ok(());
-            }
-            timers.swap_remove(pos);
-        }
-        if timers.len() >= MAX_SHARD_TIMERS {
-            return Err(TimerError::Full);
-        }
-        let entry = TimerEntry { id: ConnId::new(0, 0), kind: TimerKind::Shard { token } };
-        let timer = self.env.wheel.insert(deadline, entry).map_err(|_| TimerError::Full)?;
-        self.env.shard_timers.push((token, timer));
-        Ok(())
+        set_owned_timer(self.env, self.io, TimerKind::Shard { token }, after_ms)
     }
 
     fn cancel_timer(&mut self, token: u32) {
-        if let Some(pos) = self.env.shard_timers.iter().position(|t| t.0 == token) {
-            let (_, timer) = self.env.shard_timers.swap_remove(pos);
-            self.env.wheel.cancel(timer);
-        }
+        cancel_owned_timer(self.env, TimerKind::Shard { token });
     }
 
     fn counters(&self, visit: &mut dyn FnMut(&str, u64)) {
         self.shard.server.stats().visit(visit);
+    }
+}
+
+/// The `ConnId` a datagram context reports for UDP endpoint `id`: outside every shard's range, so
+/// `send_to` it answers `Closed`.
+pub fn endpoint_conn_id(id: u32) -> ConnId {
+    ConnId::new(0xFF00_0000 | id, 0)
+}
+
+/// The context of a datagram (or of an endpoint's timer): `reply` goes to the datagram's source in
+/// the batch's `sendmmsg`; `send_to` and `broadcast` reach the server's TCP connections; timers
+/// belong to the endpoint.
+pub struct UdpCx<'a, 'io, W> {
+    inner: ShardCx<'a, 'io, W>,
+    endpoint: u32,
+    peer: Option<std::net::SocketAddr>,
+    out: &'a mut crate::sys::udp::SendBatch,
+}
+
+impl<'a, 'io, W: Wire> UdpCx<'a, 'io, W> {
+    /// The context of a datagram from `peer` (`None`: an endpoint timer) on the shard's endpoint
+    /// `endpoint`.
+    pub(crate) fn new(
+        shard: &'a Shard<W>,
+        env: &'a mut DealEnv,
+        io: &'a Io<'io, W>,
+        endpoint: u32,
+        peer: Option<std::net::SocketAddr>,
+        out: &'a mut crate::sys::udp::SendBatch,
+    ) -> Self {
+        UdpCx { inner: ShardCx { shard, env, io }, endpoint, peer, out }
+    }
+}
+
+impl<W: Wire> Context for UdpCx<'_, '_, W> {
+    fn conn(&self) -> ConnId {
+        endpoint_conn_id(self.inner.shard.udp[self.endpoint as usize].id)
+    }
+
+    fn reply(&mut self, kind: u16, seq: u32, body: &[u8]) -> Result<(), SendError> {
+        let Some(peer) = self.peer else { return Err(SendError::Closed) };
+        let wire = &self.inner.io.p.wire;
+        if body.len() > wire.max_body() as usize {
+            return Err(SendError::TooLarge);
+        }
+        let mut head = [0u8; doorway_core::wire::MAX_HEAD_LEN];
+        let n = wire.encode_head(&mut head, kind, seq, body.len());
+        self.out.push(peer, &head[..n], body);
+        Ok(())
+    }
+
+    fn send_to(&mut self, to: ConnId, kind: u16, seq: u32, body: &[u8]) -> Result<(), SendError> {
+        self.inner.send_to(to, kind, seq, body)
+    }
+
+    fn broadcast(&mut self, kind: u16, seq: u32, body: &[u8]) -> usize {
+        self.inner.broadcast(kind, seq, body)
+    }
+
+    /// A datagram has no connection to close.
+    fn close(&mut self) {}
+
+    fn set_timer(&mut self, token: u32, after_ms: u32) -> Result<(), TimerError> {
+        let owner = crate::shard::TimerKind::Udp { endpoint: self.endpoint, token };
+        set_owned_timer(self.inner.env, self.inner.io, owner, after_ms)
+    }
+
+    fn cancel_timer(&mut self, token: u32) {
+        cancel_owned_timer(self.inner.env, crate::shard::TimerKind::Udp { endpoint: self.endpoint, token });
+    }
+
+    fn counters(&self, visit: &mut dyn FnMut(&str, u64)) {
+        self.inner.counters(visit);
+    }
+}
+
+/// Arms (or re-arms) a timer owned by the shard rather than a connection (a shard timer, an
+/// endpoint's timer), at most [`MAX_SHARD_TIMERS`] of them per shard.
+fn set_owned_timer<W: Wire>(
+    env: &mut DealEnv,
+    io: &Io<'_, W>,
+    owner: TimerKind,
+    after_ms: u32,
+) -> Result<(), TimerError> {
+    if after_ms > MAX_TIMER_MS {
+        return Err(TimerError::OutOfRange);
+    }
+    let deadline = Tick::from_ticks(io.now + after_ms as u64);
+    if let Some(pos) = env.shard_timers.iter().position(|t| t.0 == owner) {
+        if env.wheel.reset(env.shard_timers[pos].1, deadline) {
+            return Ok(());
+        }
+        env.shard_timers.swap_remove(pos);
+    }
+    if env.shard_timers.len() >= MAX_SHARD_TIMERS {
+        return Err(TimerError::Full);
+    }
+    let timer = env
+        .wheel
+        .insert(deadline, TimerEntry { id: ConnId::new(0, 0), kind: owner })
+        .map_err(|_| TimerError::Full)?;
+    env.shard_timers.push((owner, timer));
+    Ok(())
+}
+
+fn cancel_owned_timer(env: &mut DealEnv, owner: TimerKind) {
+    if let Some(pos) = env.shard_timers.iter().position(|t| t.0 == owner) {
+        let (_, timer) = env.shard_timers.swap_remove(pos);
+        env.wheel.cancel(timer);
     }
 }

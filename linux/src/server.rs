@@ -45,13 +45,23 @@ use crate::sys::{rlimit, signalfd, socket};
 /// Allocations from this size up are mapped directly (a block is 16 KiB, so blocks stay in the heap).
 const LARGE_ALLOCATION: usize = 64 << 10;
 
+/// The receive buffer asked for each UDP socket (the kernel caps it at `net.core.rmem_max`).
+const UDP_RCVBUF: usize = 4 << 20;
+
 /// Entry point of the API.
 pub struct Server;
 
 impl Server {
     /// A builder with the default configuration.
     pub fn builder() -> Builder {
-        Builder { cfg: Config::default(), signals: false, metrics: Vec::new(), wire: V1::default() }
+        Builder {
+            cfg: Config::default(),
+            signals: false,
+            metrics: Vec::new(),
+            wire: V1::default(),
+            tcp: true,
+            udp: Vec::new(),
+        }
     }
 }
 
@@ -61,13 +71,30 @@ pub struct Builder<W: Wire = V1> {
     signals: bool,
     metrics: Vec<ServiceMetric>,
     wire: W,
+    tcp: bool,
+    udp: Vec<SocketAddr>,
 }
 
 impl<W: Wire> Builder<W> {
     /// Speaks `wire` instead (v1, `docs/PROTOCOL.md`, by default); its body limit is set from the
     /// config's `max_body`.
     pub fn wire<W2: Wire>(self, wire: W2) -> Builder<W2> {
-        Builder { cfg: self.cfg, signals: self.signals, metrics: self.metrics, wire }
+        let Builder { cfg, signals, metrics, tcp, udp, .. } = self;
+        Builder { cfg, signals, metrics, wire, tcp, udp }
+    }
+
+    /// Also serves datagrams on a UDP socket bound to `addr` (any number of them; port 0 lets the
+    /// OS choose, see [`Running::udp_addrs`]). Each datagram is one frame of the server's wire;
+    /// `reply` answers its source. Endpoint `i` is owned by shard `i % shards`.
+    pub fn udp(mut self, addr: SocketAddr) -> Builder<W> {
+        self.udp.push(addr);
+        self
+    }
+
+    /// Serves no TCP listener (`Config::listen` is then unused): UDP endpoints only, say.
+    pub fn without_tcp(mut self) -> Builder<W> {
+        self.tcp = false;
+        self
     }
 
     /// Uses `cfg` (validated at start).
@@ -102,7 +129,8 @@ impl<W: Wire> Builder<W> {
 
 /// A running server.
 pub struct Running<W: Wire = V1> {
-    addr: SocketAddr,
+    addr: Option<SocketAddr>,
+    udp_addrs: Vec<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
     shared: Arc<ServerShared<W>>,
     threads: Vec<JoinHandle<()>>,
@@ -152,9 +180,20 @@ impl<W: Wire> Handle<W> {
 }
 
 impl<W: Wire> Running<W> {
-    /// The address the server listens on (the real port when 0 was asked).
+    /// The address the TCP listener is bound to (the real port when 0 was asked); the unspecified
+    /// address `0.0.0.0:0` for a server built [`Builder::without_tcp`].
     pub fn local_addr(&self) -> SocketAddr {
+        self.addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The TCP listener's address, if the server has one.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
         self.addr
+    }
+
+    /// The UDP endpoints' addresses, in the order [`Builder::udp`] declared them.
+    pub fn udp_addrs(&self) -> &[SocketAddr] {
+        &self.udp_addrs
     }
 
     /// Where metrics are served, if anywhere.
@@ -232,7 +271,7 @@ fn start<S: Service + Clone + Send + 'static, W: Wire>(
     builder: Builder<W>,
     service: S,
 ) -> io::Result<Running<W>> {
-    let Builder { cfg, signals, metrics: service_metrics, wire } = builder;
+    let Builder { cfg, signals, metrics: service_metrics, wire, tcp, udp } = builder;
     cfg.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let nofile = rlimit::raise_nofile().unwrap_or(1024);
     // Buffers of large frames are mapped, not carved from the heap (see `sys::mem`), so the
@@ -251,12 +290,28 @@ fn start<S: Service + Clone + Send + 'static, W: Wire>(
         signalfd::block_term_signals()?;
     }
     // Bind: the first shard binds the asked address (port 0 resolves here); the others reuse it.
-    let reuse = cfg.shards > 1;
-    let first = socket::listen(&cfg.listen, reuse, 4096)?;
-    let addr = socket::local_addr(first.as_raw_fd())?;
-    let mut listeners = vec![first];
-    for _ in 1..cfg.shards {
-        listeners.push(socket::listen(&addr, true, 4096)?);
+    let (addr, mut listeners) = if tcp {
+        let reuse = cfg.shards > 1;
+        let first = socket::listen(&cfg.listen, reuse, 4096)?;
+        let addr = socket::local_addr(first.as_raw_fd())?;
+        let mut listeners = vec![Some(first)];
+        for _ in 1..cfg.shards {
+            listeners.push(Some(socket::listen(&addr, true, 4096)?));
+        }
+        (Some(addr), listeners)
+    } else {
+        (None, (0..cfg.shards).map(|_| None).collect())
+    };
+    // UDP endpoint `i` belongs to shard `i % shards`.
+    let mut endpoints: Vec<Vec<crate::shard::udp::Endpoint>> = (0..cfg.shards).map(|_| Vec::new()).collect();
+    let mut udp_addrs = Vec::new();
+    for (i, a) in udp.iter().enumerate() {
+        let fd = crate::sys::udp::bind(a, UDP_RCVBUF)?;
+        udp_addrs.push(crate::sys::udp::local_addr(fd.as_raw_fd())?);
+        endpoints[i % cfg.shards].push(crate::shard::udp::Endpoint::new(i as u32, fd));
+    }
+    if endpoints.iter().any(|e| e.len() > crate::shard::udp::MAX_ENDPOINTS) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many UDP endpoints for one shard"));
     }
     let metrics = match cfg.metrics_addr {
         Some(a) => Some(TcpListener::bind(a)?),
@@ -276,10 +331,17 @@ fn start<S: Service + Clone + Send + 'static, W: Wire>(
     let loops = RoleLoop::of(model);
     // Each thread counts into its own cells: (shard, loop, counters) for every thread to spawn.
     let mut to_spawn = Vec::new();
-    for (i, listener) in listeners.into_iter().enumerate() {
+    for (i, (listener, udp)) in listeners.drain(..).zip(endpoints).enumerate() {
         let signal = if signals && i == 0 { Some(signalfd::SignalFd::new()?) } else { None };
-        let shard =
-            Arc::new(Shard::new(i, shared.clone(), listener, capacity, RoleLoop::wakers(loops)?, signal)?);
+        let shard = Arc::new(Shard::new(
+            i,
+            shared.clone(),
+            listener,
+            udp,
+            capacity,
+            RoleLoop::wakers(loops)?,
+            signal,
+        )?);
         for &role in loops {
             to_spawn.push((shard.clone(), role, stats.register()));
         }
@@ -313,8 +375,12 @@ fn start<S: Service + Clone + Send + 'static, W: Wire>(
         let watched = shared.clone();
         spawn(&shared, "doorway-metrics".to_string(), move || serve_metrics(listener, &watched))?;
     }
-    log::info!("listening on {addr} (model={} shards={n_shards}, max-connections {max_conns})", model.name());
-    Ok(Running { addr, metrics_addr, shared, threads, shards })
+    let tcp = addr.map_or("no TCP".to_string(), |a| format!("listening on {a}"));
+    log::info!(
+        "{tcp}, udp {udp_addrs:?} (model={} shards={n_shards}, max-connections {max_conns})",
+        model.name()
+    );
+    Ok(Running { addr, udp_addrs, metrics_addr, shared, threads, shards })
 }
 
 /// Spawns a server thread under watch: if it dies of a panic (one outside the service hooks, which
@@ -458,6 +524,7 @@ fn run_fused<S: Service, W: Wire>(shard: &Shard<W>, mut service: S, counters: Ar
                 || !shard.deal_q.is_empty()
                 || !shard.send_q.is_empty()
                 || shard.inbox_pending()
+                || shard.udp_pending()
                 || shard.tick_pending.load(Ordering::Acquire)
         };
         let timeout = if busy() {
@@ -482,6 +549,7 @@ fn run_fused<S: Service, W: Wire>(shard: &Shard<W>, mut service: S, counters: Ar
         shard.read_q.drain_into(&mut read_rx, &shard.doors, &mut batch);
         shard.receive_deal_batch(&batch, &mut service, &mut env);
         shard.run_inbox(&mut env);
+        shard.run_udp(&mut service, &mut env);
         shard.run_timers(&mut service, &mut env);
         shard.deal_q.drain_into(&mut deal_rx, &shard.doors, &mut batch);
         shard.deal_batch(&batch, &mut service, &mut env);
@@ -550,6 +618,7 @@ fn run_deal<S: Service, W: Wire>(shard: &Shard<W>, mut service: S, counters: Arc
     let Some(mut rx) = shard.deal_q.consumer() else { return };
     loop {
         shard.run_inbox(&mut env);
+        shard.run_udp(&mut service, &mut env);
         shard.run_timers(&mut service, &mut env);
         shard.deal_q.drain_into(&mut rx, &shard.doors, &mut batch);
         shard.deal_batch(&batch, &mut service, &mut env);
@@ -563,6 +632,7 @@ fn run_deal<S: Service, W: Wire>(shard: &Shard<W>, mut service: S, counters: Arc
             park_until(shard.deal_q.waker(), || {
                 !shard.deal_q.is_empty()
                     || shard.inbox_pending()
+                    || shard.udp_pending()
                     || shard.tick_pending.load(Ordering::Acquire)
                     || shard.exit.load(Ordering::Acquire)
             });

@@ -34,6 +34,12 @@ pub enum Counter {
     MemoryLimitCloses,
     /// Frames of an unknown kind skipped without an answer (a wire such as Lars's).
     UnknownSkipped,
+    /// Datagrams received and handled.
+    DatagramsIn,
+    /// Datagrams sent.
+    DatagramsOut,
+    /// Datagrams dropped: not exactly one frame, truncated, or refused by a full socket buffer.
+    DatagramsDropped,
     /// ERROR frames sent, code 1 (the next six follow in order).
     Errors1,
 }
@@ -224,6 +230,9 @@ impl Stats {
         visit("handler_panics", self.sum(Counter::HandlerPanics));
         visit("memory_limit_closes", self.sum(Counter::MemoryLimitCloses));
         visit("unknown_kinds_skipped", self.sum(Counter::UnknownSkipped));
+        visit("datagrams_in", self.sum(Counter::DatagramsIn));
+        visit("datagrams_out", self.sum(Counter::DatagramsOut));
+        visit("datagrams_dropped", self.sum(Counter::DatagramsDropped));
         for m in &self.service {
             visit(m.name(), m.get());
         }
@@ -271,6 +280,17 @@ impl Stats {
             "Service hooks that panicked.",
             self.sum(Counter::HandlerPanics),
         );
+        for (name, help, c) in [
+            ("doorway_datagrams_in_total", "Datagrams received and handled.", Counter::DatagramsIn),
+            ("doorway_datagrams_out_total", "Datagrams sent.", Counter::DatagramsOut),
+            (
+                "doorway_datagrams_dropped_total",
+                "Datagrams dropped (malformed, truncated, or a full socket).",
+                Counter::DatagramsDropped,
+            ),
+        ] {
+            metric(name, "counter", help, self.sum(c));
+        }
         metric(
             "doorway_unknown_kinds_skipped_total",
             "counter",
@@ -334,7 +354,7 @@ mod tests {
         stats.visit(&mut |k, v| seen.push((k.to_string(), v)));
         assert_eq!(seen[0], ("connections_open".to_string(), 2));
         assert_eq!(seen[11], ("errors_sent_5".to_string(), 1));
-        assert_eq!(seen.len(), 17);
+        assert_eq!(seen.len(), 20);
         let text = stats.prometheus();
         assert!(text.contains("doorway_errors_sent_total{code=\"5\"} 1"), "{text}");
         assert!(text.contains("doorway_connections_open 2"), "{text}");

@@ -13,6 +13,7 @@ pub(super) enum Hook {
     Close(ConnId),
     Start(usize),
     ShardTimer(usize, u32),
+    Datagram(u32, Option<u16>),
 }
 
 impl std::fmt::Display for Hook {
@@ -25,6 +26,10 @@ impl std::fmt::Display for Hook {
             Hook::Close(id) => write!(f, "{id}: on_close"),
             Hook::Start(shard) => write!(f, "shard {shard}: on_start"),
             Hook::ShardTimer(shard, token) => write!(f, "shard {shard}: on_shard_timer (token {token})"),
+            Hook::Datagram(endpoint, Some(kind)) => {
+                write!(f, "udp endpoint {endpoint}: the handler of kind {kind}")
+            }
+            Hook::Datagram(endpoint, None) => write!(f, "udp endpoint {endpoint}: a datagram's handling"),
         }
     }
 }
@@ -38,8 +43,11 @@ pub struct DealEnv {
     pub service_timers: usize,
     /// Most service timers at once (the wheel's capacity beyond one check timer per slot).
     pub service_budget: usize,
-    /// Armed shard timers of the service: (token, timer), at most [`crate::cx::MAX_SHARD_TIMERS`].
-    pub shard_timers: Vec<(u32, doorway_core::wheel::TimerId)>,
+    /// Armed timers owned by the shard rather than a connection (shard timers, endpoint timers):
+    /// (owner, timer), at most [`crate::cx::MAX_SHARD_TIMERS`].
+    pub shard_timers: Vec<(TimerKind, doorway_core::wheel::TimerId)>,
+    /// Datagram buffers, for a shard that owns UDP endpoints (taken while in use).
+    pub udp: Option<Box<super::udp::Buffers>>,
     /// Queues pushed to in this batch (wake once at the end).
     pub touched: Sched,
     /// This thread's counters.
@@ -56,6 +64,7 @@ impl DealEnv {
             service_timers: 0,
             service_budget,
             shard_timers: Vec::new(),
+            udp: None,
             touched: 0,
             counters,
             remote: Vec::new(),

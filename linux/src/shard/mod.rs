@@ -47,6 +47,7 @@ mod monitor;
 mod receive;
 mod send;
 mod timers;
+pub(crate) mod udp;
 
 pub use deal::DealEnv;
 use deal::Hook;
@@ -289,9 +290,11 @@ pub struct Shard<W> {
     pub in_pool: Pool,
     /// Output blocks.
     pub out_pool: Pool,
-    /// The epoll set (listener, connections, timer, wake, signal).
+    /// The epoll set (listener, connections, UDP sockets, timer, wake, signal).
     pub epoll: Epoll,
     listener: Lock<Option<OwnedFd>>,
+    /// The UDP endpoints this shard owns.
+    pub(crate) udp: Box<[udp::Endpoint]>,
     timer: TimerFd,
     /// The monitor's wake-up (registered in `epoll`).
     pub monitor_waker: Arc<Waker>,
@@ -311,18 +314,24 @@ pub struct Shard<W> {
 }
 
 impl<W: Wire> Shard<W> {
-    /// A shard serving `listener`, with `capacity` slots.
+    /// A shard serving `listener` (if any) and the UDP endpoints `udp`, with `capacity` slots.
     pub fn new(
         index: usize,
         server: Arc<ServerShared<W>>,
-        listener: OwnedFd,
+        listener: Option<OwnedFd>,
+        udp: Vec<udp::Endpoint>,
         capacity: usize,
         wakers: Wakers,
         signal: Option<SignalFd>,
     ) -> io::Result<Shard<W>> {
         let epoll = Epoll::new()?;
         let timer = TimerFd::periodic(std::time::Duration::from_millis(crate::conn::TICK_MS))?;
-        epoll.add(listener.as_raw_fd(), epoll::IN | epoll::ET, TOKEN_LISTENER)?;
+        if let Some(listener) = &listener {
+            epoll.add(listener.as_raw_fd(), epoll::IN | epoll::ET, TOKEN_LISTENER)?;
+        }
+        for (i, endpoint) in udp.iter().enumerate() {
+            epoll.add(endpoint.raw(), epoll::IN | epoll::ET, udp::token(i))?;
+        }
         epoll.add(timer.raw(), epoll::IN | epoll::ET, TOKEN_TIMER)?;
         epoll.add(wakers.monitor.raw(), epoll::IN | epoll::ET, TOKEN_WAKE)?;
         if let Some(sig) = &signal {
@@ -348,7 +357,8 @@ impl<W: Wire> Shard<W> {
             in_pool: Pool::new(true, max_free, large_size).with_budget(mem.clone(), 2 * index),
             out_pool: Pool::new(false, max_free, 0).with_budget(mem, 2 * index + 1),
             epoll,
-            listener: Lock::new(Some(listener)),
+            listener: Lock::new(listener),
+            udp: udp.into_boxed_slice(),
             timer,
             monitor_waker: wakers.monitor,
             deal_waker: wakers.deal,

@@ -20,6 +20,12 @@ impl<W: Wire> Shard<W> {
                 }
             }
             TOKEN_WAKE => self.monitor_waker.drain(),
+            token if udp::is_token(token) => {
+                if let Some(endpoint) = self.udp.get(udp::index(token)) {
+                    endpoint.ready.store(true, Ordering::Release);
+                    *touched |= DEAL;
+                }
+            }
             TOKEN_SIGNAL => {
                 if let Some(sig) = &self.signal {
                     while let Some(signo) = sig.read() {

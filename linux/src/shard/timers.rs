@@ -3,6 +3,8 @@
 
 use super::*;
 
+use crate::cx::UdpCx;
+
 /// What a wheel entry is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimerKind {
@@ -15,6 +17,13 @@ pub enum TimerKind {
     },
     /// A shard timer of the service (`Outbox::set_timer`); the entry's id means nothing.
     Shard {
+        /// The service's token.
+        token: u32,
+    },
+    /// A timer of one of the shard's UDP endpoints (`Context::set_timer` in a datagram context).
+    Udp {
+        /// The endpoint's index in the shard.
+        endpoint: u32,
         /// The service's token.
         token: u32,
     },
@@ -45,13 +54,30 @@ impl<W: Wire> Shard<W> {
             if let TimerKind::Service { .. } = entry.kind {
                 env.service_timers -= 1;
             }
-            if let TimerKind::Shard { token } = entry.kind {
+            if let TimerKind::Shard { .. } | TimerKind::Udp { .. } = entry.kind {
                 let Some(pos) = env.shard_timers.iter().position(|t| t.1 == timer) else { continue };
                 env.shard_timers.swap_remove(pos);
-                let mut out = ShardCx { shard: self, env: &mut *env, io: &io };
-                let _ = self.guarded(&io, Hook::ShardTimer(self.index, token), || {
-                    service.on_shard_timer(&mut out, token)
-                });
+                match entry.kind {
+                    TimerKind::Udp { endpoint, token } => {
+                        let mut none = crate::sys::udp::SendBatch::default();
+                        let id = self.udp.get(endpoint as usize).map_or(u32::MAX, |e| e.id);
+                        let mut cx = UdpCx::new(self, &mut *env, &io, endpoint, None, &mut none);
+                        let _ =
+                            self.guarded(&io, Hook::Timer(crate::cx::endpoint_conn_id(id), token), || {
+                                service.on_timer(&mut cx, token)
+                            });
+                    }
+                    _ => {
+                        let token = match entry.kind {
+                            TimerKind::Shard { token } => token,
+                            _ => 0,
+                        };
+                        let mut out = ShardCx { shard: self, env: &mut *env, io: &io };
+                        let _ = self.guarded(&io, Hook::ShardTimer(self.index, token), || {
+                            service.on_shard_timer(&mut out, token)
+                        });
+                    }
+                }
                 continue;
             }
             let (_, idx) = split_index(entry.id.index());
@@ -83,7 +109,7 @@ impl<W: Wire> Shard<W> {
                     conn.st.after_output(&io);
                 }
                 // Handled before the slot lookup.
-                TimerKind::Shard { .. } => continue,
+                TimerKind::Shard { .. } | TimerKind::Udp { .. } => continue,
             }
             if conn.st.phase != Phase::Dead {
                 self.arm_check(&mut conn.st, env);

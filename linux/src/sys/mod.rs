@@ -10,6 +10,7 @@
 //! - [`socket`]: listening sockets (`SO_REUSEPORT`), `accept4`, reads, `writev`, `shutdown`.
 //! - [`eventfd`], [`timerfd`], [`signalfd`]: the wake-up, tick and signal descriptors.
 //! - [`rlimit`]: raising `RLIMIT_NOFILE`.
+//! - [`udp`]: bound UDP sockets, `recvmmsg` and `sendmmsg` batches.
 
 /// Calls a libc function and maps a `-1` result to the last OS error.
 macro_rules! syscall {
@@ -32,6 +33,7 @@ pub mod rlimit;
 pub mod signalfd;
 pub mod socket;
 pub mod timerfd;
+pub mod udp;
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
