@@ -80,6 +80,19 @@ impl fmt::Display for SendError {
 
 impl core::error::Error for SendError {}
 
+/// An upstream link: a connection the server dials and keeps dialled (a route service, an
+/// aggregation tier). The id stays the same across reconnects, unlike the `ConnId` of each
+/// connection the link makes, so a service can hold "the route service link" for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct LinkId(pub u16);
+
+impl fmt::Display for LinkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "link {}", self.0)
+    }
+}
+
 /// Why a timer could not be set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -133,6 +146,19 @@ pub trait Context {
     /// Resumes a connection paused with [`Context::pause`] (from one of its own hooks).
     fn resume(&mut self) {}
 
+    /// The link the current frame arrived on, if it came from upstream rather than a client.
+    fn link(&self) -> Option<LinkId> {
+        None
+    }
+
+    /// Queues a frame on an upstream link. While the link is down the frame waits in the link's
+    /// bounded queue and goes out, in order, once it is up again; a full queue answers `Full`, an
+    /// unknown link `Closed`. Bindings without links answer `Closed`.
+    fn send_link(&mut self, link: LinkId, kind: u16, seq: u32, body: &[u8]) -> Result<(), SendError> {
+        let _ = (link, kind, seq, body);
+        Err(SendError::Closed)
+    }
+
     /// Arms (or re-arms) the current connection's timer `token` to fire after `after_ms`;
     /// [`Service::on_timer`] receives it. Timers die with their connection.
     fn set_timer(&mut self, token: u32, after_ms: u32) -> Result<(), TimerError>;
@@ -173,6 +199,12 @@ pub trait Outbox {
 
     /// Visits the server's counters by name.
     fn counters(&self, visit: &mut dyn FnMut(&str, u64));
+
+    /// Queues a frame on an upstream link (see [`Context::send_link`]).
+    fn send_link(&mut self, link: LinkId, kind: u16, seq: u32, body: &[u8]) -> Result<(), SendError> {
+        let _ = (link, kind, seq, body);
+        Err(SendError::Closed)
+    }
 }
 
 /// What the generated map did with a request.
@@ -208,6 +240,18 @@ pub trait Service: MessageMap {
     /// A timer set with [`Context::set_timer`] fired.
     fn on_timer<C: Context>(&mut self, cx: &mut C, token: u32) {
         let _ = (cx, token);
+    }
+
+    /// An upstream link is up (again): the place to re-send subscriptions. Frames queued while it
+    /// was down have been put on the wire first. `cx` is the link's connection: `reply` sends on it.
+    fn on_link_up<C: Context>(&mut self, cx: &mut C, link: LinkId) {
+        let _ = (cx, link);
+    }
+
+    /// An upstream link went down; the server reconnects with backoff by itself. `out` reaches
+    /// the clients (to tell those waiting on the link, say).
+    fn on_link_down<O: Outbox>(&mut self, out: &mut O, link: LinkId) {
+        let _ = (out, link);
     }
 
     /// The service's instance starts serving (once per instance, before any connection; on Linux

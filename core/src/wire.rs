@@ -94,6 +94,13 @@ pub trait Wire: Copy + Send + Sync + 'static {
     /// writes the frame into `out` and returns its length, or 0 to close silently.
     fn close_frame(&self, code: ErrorCode, seq: u32, out: &mut [u8; MAX_CLOSE_FRAME]) -> usize;
 
+    /// A keepalive frame for a silent upstream link (v1: PING), written into `out`; 0 where the wire
+    /// has none (Lars links send nothing and are never closed for silence).
+    fn keepalive(&self, out: &mut [u8; MAX_CLOSE_FRAME]) -> usize {
+        let _ = out;
+        0
+    }
+
     /// The error code a frame of `kind` with `body` announces, if this wire has error frames and
     /// it is one (for counting the errors a server sends).
     fn error_code(&self, kind: u16, body: &[u8]) -> Option<ErrorCode> {
@@ -181,6 +188,14 @@ impl Wire for V1 {
             kind::PING => cx.reply(kind::PONG, head.seq, body),
             kind::PONG => Ok(()),
             kind::BYE => return Control::Bye,
+            // An upstream peer's ERROR is news for the service, not a client's mistake.
+            kind::ERROR if cx.link().is_some() => {
+                let req = Request { conn: cx.conn(), kind: k, seq: head.seq, body };
+                match service.dispatch(cx, &req) {
+                    Dispatched::Handled(result) => result,
+                    Dispatched::Unknown => Ok(()),
+                }
+            }
             k if k < kind::FIRST_APPLICATION => {
                 net_debug!("refusing control kind {}", k);
                 cx.reply_error(ErrorCode::UnknownKind, head.seq)
@@ -202,6 +217,10 @@ impl Wire for V1 {
     fn close_frame(&self, code: ErrorCode, seq: u32, out: &mut [u8; MAX_CLOSE_FRAME]) -> usize {
         // Cannot fail: `out` holds the longest ERROR frame.
         frame::encode_error(out, code, seq).unwrap_or(0)
+    }
+
+    fn keepalive(&self, out: &mut [u8; MAX_CLOSE_FRAME]) -> usize {
+        frame::encode(out, kind::PING, 0, b"").unwrap_or(0)
     }
 
     #[inline]

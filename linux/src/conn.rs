@@ -167,6 +167,8 @@ pub struct ConnState {
     pub timers: Vec<(u32, TimerId)>,
     /// Output was refused because the memory limit was reached (the close that follows says so).
     pub over_memory: bool,
+    /// The upstream link this connection serves, if the server dialled it.
+    pub link: Option<doorway_core::dispatch::LinkId>,
 }
 
 impl Conn {
@@ -198,6 +200,7 @@ impl Conn {
                 check: None,
                 timers: Vec::new(),
                 over_memory: false,
+                link: None,
             },
         }
     }
@@ -376,6 +379,19 @@ impl Conn {
                     }
                 }
                 let idle_due = io.p.idle_ms.is_some_and(|idle| now >= self.st.last_frame + idle);
+                if idle_due && self.st.link.is_some() {
+                    // A link is never closed for silence: keep it alive as the wire says (v1:
+                    // PING; Lars: nothing) and look again after another idle period.
+                    self.st.last_frame = now;
+                    let mut frame = [0u8; MAX_CLOSE_FRAME];
+                    let n = io.p.wire.keepalive(&mut frame);
+                    if n > 0 {
+                        self.st.out.push_encoded(io.out_pool, &frame[..n]);
+                        io.c.add(Counter::FramesOut, 1);
+                        return SEND;
+                    }
+                    return 0;
+                }
                 if !self.st.paused && !self.st.held && idle_due {
                     if self.st.idle_probe.is_none() {
                         // Before calling it idle, read once more: whatever the socket holds counts.
@@ -427,6 +443,8 @@ impl ConnState {
         if self.phase != Phase::Open {
             return 0;
         }
+        // An upstream link gets no ERROR from this side: it is the peer that serves.
+        let error = if self.link.is_some() { None } else { error };
         if let Some((code, seq)) = error {
             // Announced as the wire says (v1: an ERROR frame; Lars: nothing, just the close).
             let mut frame = [0u8; MAX_CLOSE_FRAME];

@@ -19,7 +19,7 @@
 //!   fired at the monitor's 10 ms tick), and die with the connection.
 //! - `counters` sums every thread's counters (STATS).
 
-use doorway_core::dispatch::{Context, Outbox, SendError, TimerError};
+use doorway_core::dispatch::{Context, LinkId, Outbox, SendError, TimerError};
 use doorway_core::slab::ConnId;
 use doorway_core::wire::Wire;
 
@@ -93,7 +93,7 @@ impl<W: Wire> Context for Cx<'_, '_, W> {
         let mut n = 0;
         for local in 0..self.shard.high_index() {
             if local == self.idx {
-                if self.st.phase == crate::conn::Phase::Open && self.st.admitted {
+                if self.st.phase == crate::conn::Phase::Open && self.st.admitted && self.st.link.is_none() {
                     match self.st.push_frame(self.io, kind, seq, body) {
                         Ok(()) => {
                             n += 1;
@@ -112,6 +112,23 @@ impl<W: Wire> Context for Cx<'_, '_, W> {
     fn pause(&mut self) -> bool {
         self.st.hold(self.io);
         true
+    }
+
+    fn link(&self) -> Option<LinkId> {
+        self.st.link
+    }
+
+    fn send_link(&mut self, link: LinkId, kind: u16, seq: u32, body: &[u8]) -> Result<(), SendError> {
+        let owner = usize::from(link.0) % self.shard.server.cfg.shards;
+        if owner != self.shard.index {
+            return self.shard.server.send_link(link, kind, seq, body);
+        }
+        let result =
+            self.shard.send_link_local(link, kind, seq, body, self.io, self.env, Some(&mut *self.st));
+        if result.is_ok() && self.st.link == Some(link) {
+            self.sched |= SEND;
+        }
+        result
     }
 
     fn resume(&mut self) {
@@ -197,6 +214,14 @@ impl<W: Wire> Outbox for ShardCx<'_, '_, W> {
         cancel_owned_timer(self.env, TimerKind::Shard { token });
     }
 
+    fn send_link(&mut self, link: LinkId, kind: u16, seq: u32, body: &[u8]) -> Result<(), SendError> {
+        let owner = usize::from(link.0) % self.shard.server.cfg.shards;
+        if owner != self.shard.index {
+            return self.shard.server.send_link(link, kind, seq, body);
+        }
+        self.shard.send_link_local(link, kind, seq, body, self.io, self.env, None)
+    }
+
     fn counters(&self, visit: &mut dyn FnMut(&str, u64)) {
         self.shard.server.stats().visit(visit);
     }
@@ -260,6 +285,10 @@ impl<W: Wire> Context for UdpCx<'_, '_, W> {
 
     /// A datagram has no connection to close.
     fn close(&mut self) {}
+
+    fn send_link(&mut self, link: LinkId, kind: u16, seq: u32, body: &[u8]) -> Result<(), SendError> {
+        self.inner.send_link(link, kind, seq, body)
+    }
 
     fn set_timer(&mut self, token: u32, after_ms: u32) -> Result<(), TimerError> {
         let owner = crate::shard::TimerKind::Udp { endpoint: self.endpoint, token };

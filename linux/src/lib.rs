@@ -48,6 +48,8 @@ mod sync;
 mod sys;
 
 pub use config::{Cli, Config, ConfigError, LogLevel, Model, OnPanic};
+pub use doorway_core::dispatch::LinkId;
 pub use server::{Builder, Handle, Running, Server};
+pub use shard::link::{LinkOptions, LinkStatus};
 pub use shard::{INBOX_CAP_BYTES, SHARD_SHIFT};
 pub use stats::{MetricKind, ServiceMetric};

@@ -30,13 +30,14 @@ use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use doorway_core::dispatch::{SendError, Service};
+use doorway_core::dispatch::{LinkId, SendError, Service};
 use doorway_core::slab::ConnId;
 use doorway_core::wire::{Wire, V1};
 
 use crate::config::{Config, Model};
 use crate::conn::Sched;
-use crate::shard::{DealEnv, ServerShared, Shard, Wakers};
+use crate::shard::link::LinkOptions;
+use crate::shard::{DealEnv, ServerShared, Shard, Sources, Wakers};
 use crate::stats::{Counters, ServiceMetric, Stats};
 use crate::sync::{ReadyQueue, Waker};
 use crate::sys::epoll::Events;
@@ -61,6 +62,8 @@ impl Server {
             wire: V1::default(),
             tcp: true,
             udp: Vec::new(),
+            links: Vec::new(),
+            link_options: LinkOptions::default(),
         }
     }
 }
@@ -73,14 +76,30 @@ pub struct Builder<W: Wire = V1> {
     wire: W,
     tcp: bool,
     udp: Vec<SocketAddr>,
+    links: Vec<(String, SocketAddr)>,
+    link_options: LinkOptions,
 }
 
 impl<W: Wire> Builder<W> {
     /// Speaks `wire` instead (v1, `docs/PROTOCOL.md`, by default); its body limit is set from the
     /// config's `max_body`.
     pub fn wire<W2: Wire>(self, wire: W2) -> Builder<W2> {
-        let Builder { cfg, signals, metrics, tcp, udp, .. } = self;
-        Builder { cfg, signals, metrics, wire, tcp, udp }
+        let Builder { cfg, signals, metrics, tcp, udp, links, link_options, .. } = self;
+        Builder { cfg, signals, metrics, wire, tcp, udp, links, link_options }
+    }
+
+    /// Declares an upstream link named `name` to `addr`: the server dials it at start and keeps it
+    /// dialled (reconnecting with backoff), and the returned id stays valid across reconnects.
+    /// Link `i` is owned by shard `i % shards`.
+    pub fn add_link(&mut self, name: &str, addr: SocketAddr) -> LinkId {
+        self.links.push((name.to_string(), addr));
+        LinkId((self.links.len() - 1) as u16)
+    }
+
+    /// How links reconnect and how much they hold while down (all links).
+    pub fn link_options(mut self, options: LinkOptions) -> Builder<W> {
+        self.link_options = options;
+        self
     }
 
     /// Also serves datagrams on a UDP socket bound to `addr` (any number of them; port 0 lets the
@@ -171,6 +190,12 @@ impl<W: Wire> Handle<W> {
         self.0.broadcast(None, kind, seq, body)
     }
 
+    /// Queues a frame on an upstream link (as `Context::send_link` does): straight onto its
+    /// connection when it is up, else in its bounded queue (`Full` past it).
+    pub fn send_link(&self, link: LinkId, kind: u16, seq: u32, body: &[u8]) -> Result<(), SendError> {
+        self.0.send_link(link, kind, seq, body)
+    }
+
     /// Resumes a connection its service paused with `Context::pause`: the kept request is
     /// delivered again and reading goes on. `Closed` if the connection is gone.
     pub fn resume(&self, conn: ConnId) -> Result<(), SendError> {
@@ -189,6 +214,23 @@ impl<W: Wire> Running<W> {
     /// The TCP listener's address, if the server has one.
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         self.addr
+    }
+
+    /// The value of the STATS counter `name` (summed over threads), if there is one.
+    pub fn counter(&self, name: &str) -> Option<u64> {
+        let mut found = None;
+        self.shared.stats().visit(&mut |k, v| {
+            if k == name {
+                found = Some(v);
+            }
+        });
+        found
+    }
+
+    /// The state of upstream link `link`, if the server has it.
+    pub fn link_status(&self, link: LinkId) -> Option<crate::shard::link::LinkStatus> {
+        let shard = self.shards.get(usize::from(link.0) % self.shards.len())?;
+        shard.links.iter().find(|l| l.id == link).map(|l| l.status())
     }
 
     /// The UDP endpoints' addresses, in the order [`Builder::udp`] declared them.
@@ -271,7 +313,20 @@ fn start<S: Service + Clone + Send + 'static, W: Wire>(
     builder: Builder<W>,
     service: S,
 ) -> io::Result<Running<W>> {
-    let Builder { cfg, signals, metrics: service_metrics, wire, tcp, udp } = builder;
+    let Builder { cfg, signals, metrics: service_metrics, wire, tcp, udp, links, link_options } = builder;
+    if links.len() > u16::MAX as usize {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many links"));
+    }
+    // Link `i` belongs to shard `i % shards`.
+    let mut shard_links: Vec<Vec<crate::shard::link::Link>> = (0..cfg.shards).map(|_| Vec::new()).collect();
+    for (i, (name, addr)) in links.into_iter().enumerate() {
+        shard_links[i % cfg.shards].push(crate::shard::link::Link::new(
+            LinkId(i as u16),
+            name,
+            addr,
+            link_options,
+        ));
+    }
     cfg.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let nofile = rlimit::raise_nofile().unwrap_or(1024);
     // Buffers of large frames are mapped, not carved from the heap (see `sys::mem`), so the
@@ -331,17 +386,10 @@ fn start<S: Service + Clone + Send + 'static, W: Wire>(
     let loops = RoleLoop::of(model);
     // Each thread counts into its own cells: (shard, loop, counters) for every thread to spawn.
     let mut to_spawn = Vec::new();
-    for (i, (listener, udp)) in listeners.drain(..).zip(endpoints).enumerate() {
+    for (i, ((listener, udp), links)) in listeners.drain(..).zip(endpoints).zip(shard_links).enumerate() {
         let signal = if signals && i == 0 { Some(signalfd::SignalFd::new()?) } else { None };
-        let shard = Arc::new(Shard::new(
-            i,
-            shared.clone(),
-            listener,
-            udp,
-            capacity,
-            RoleLoop::wakers(loops)?,
-            signal,
-        )?);
+        let sources = Sources { listener, udp, links, signal };
+        let shard = Arc::new(Shard::new(i, shared.clone(), sources, capacity, RoleLoop::wakers(loops)?)?);
         for &role in loops {
             to_spawn.push((shard.clone(), role, stats.register()));
         }

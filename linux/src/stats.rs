@@ -34,6 +34,12 @@ pub enum Counter {
     MemoryLimitCloses,
     /// Frames of an unknown kind skipped without an answer (a wire such as Lars's).
     UnknownSkipped,
+    /// Upstream link connects attempted.
+    LinkAttempts,
+    /// Upstream link connects that failed.
+    LinkFailures,
+    /// Upstream link connects that succeeded.
+    LinkConnects,
     /// Datagrams received and handled.
     DatagramsIn,
     /// Datagrams sent.
@@ -230,6 +236,9 @@ impl Stats {
         visit("handler_panics", self.sum(Counter::HandlerPanics));
         visit("memory_limit_closes", self.sum(Counter::MemoryLimitCloses));
         visit("unknown_kinds_skipped", self.sum(Counter::UnknownSkipped));
+        visit("link_attempts", self.sum(Counter::LinkAttempts));
+        visit("link_failures", self.sum(Counter::LinkFailures));
+        visit("link_connects", self.sum(Counter::LinkConnects));
         visit("datagrams_in", self.sum(Counter::DatagramsIn));
         visit("datagrams_out", self.sum(Counter::DatagramsOut));
         visit("datagrams_dropped", self.sum(Counter::DatagramsDropped));
@@ -281,6 +290,9 @@ impl Stats {
             self.sum(Counter::HandlerPanics),
         );
         for (name, help, c) in [
+            ("doorway_link_attempts_total", "Upstream link connects attempted.", Counter::LinkAttempts),
+            ("doorway_link_failures_total", "Upstream link connects that failed.", Counter::LinkFailures),
+            ("doorway_link_connects_total", "Upstream link connects that succeeded.", Counter::LinkConnects),
             ("doorway_datagrams_in_total", "Datagrams received and handled.", Counter::DatagramsIn),
             ("doorway_datagrams_out_total", "Datagrams sent.", Counter::DatagramsOut),
             (
@@ -354,7 +366,7 @@ mod tests {
         stats.visit(&mut |k, v| seen.push((k.to_string(), v)));
         assert_eq!(seen[0], ("connections_open".to_string(), 2));
         assert_eq!(seen[11], ("errors_sent_5".to_string(), 1));
-        assert_eq!(seen.len(), 20);
+        assert_eq!(seen.len(), 23);
         let text = stats.prometheus();
         assert!(text.contains("doorway_errors_sent_total{code=\"5\"} 1"), "{text}");
         assert!(text.contains("doorway_connections_open 2"), "{text}");

@@ -105,9 +105,20 @@ impl<W: Wire> Shard<W> {
         let mut sched = 0;
         if !st.opened && st.admitted && st.phase == Phase::Open {
             st.opened = true;
+            let link = st.link;
+            if link.is_some() {
+                // Frames queued while the link was down go first, then the service's.
+                self.link_opened(st, io);
+            }
             let mut cx = Cx { shard: self, idx, st: &mut *st, env: &mut *env, io, sched: 0 };
-            let ran = self.guarded(io, Hook::Open(id), || service.on_open(&mut cx));
+            let ran = match link {
+                Some(link) => self.guarded(io, Hook::Open(id), || service.on_link_up(&mut cx, link)),
+                None => self.guarded(io, Hook::Open(id), || service.on_open(&mut cx)),
+            };
             sched |= cx.sched;
+            if link.is_some() {
+                sched |= SEND;
+            }
             if ran.is_none() {
                 sched |= st.begin_close(io, None);
             }
@@ -231,7 +242,10 @@ impl<W: Wire> Shard<W> {
         // in other shards' `send_remote`.
         self.gens[idx as usize].store(id.generation().wrapping_add(1), Ordering::Release);
         self.live.fetch_sub(1, Ordering::AcqRel);
-        if conn.st.admitted {
+        let link = conn.st.link;
+        if link.is_some() {
+            // A link's connection took no admission ticket.
+        } else if conn.st.admitted {
             self.server.admitted.fetch_sub(1, Ordering::AcqRel);
             env.counters.add(Counter::Closed, 1);
         } else {
@@ -240,9 +254,20 @@ impl<W: Wire> Shard<W> {
         let opened = conn.st.opened;
         drop(conn);
         log::trace!("closed {id}");
-        if opened {
-            let io = self.io(&env.counters);
-            let _ = self.guarded(&io, Hook::Close(id), || service.on_close(id));
+        let counters = env.counters.clone();
+        let io = self.io(&counters);
+        match link {
+            Some(link) => {
+                self.link_closed(link);
+                if opened {
+                    let mut out = ShardCx { shard: self, env: &mut *env, io: &io };
+                    let _ = self.guarded(&io, Hook::Close(id), || service.on_link_down(&mut out, link));
+                }
+            }
+            None if opened => {
+                let _ = self.guarded(&io, Hook::Close(id), || service.on_close(id));
+            }
+            None => {}
         }
     }
 
@@ -263,7 +288,9 @@ impl<W: Wire> Shard<W> {
         let mut slot = slot.lock();
         let Some(conn) = slot.as_mut() else { return Err(SendError::Closed) };
         let st = &mut conn.st;
-        if to.is_some_and(|to| to != st.id) || st.phase != Phase::Open || !st.admitted {
+        // A broadcast (`to` None) reaches clients only, never an upstream link.
+        let excluded = to.is_none() && st.link.is_some();
+        if to.is_some_and(|to| to != st.id) || st.phase != Phase::Open || !st.admitted || excluded {
             return Err(SendError::Closed);
         }
         let mut sched = 0;

@@ -60,6 +60,17 @@ pub enum Remote {
         /// Body.
         body: Vec<u8>,
     },
+    /// A frame for one of that shard's upstream links.
+    SendLink {
+        /// The link.
+        link: doorway_core::dispatch::LinkId,
+        /// Kind.
+        kind: u16,
+        /// Seq.
+        seq: u32,
+        /// Body.
+        body: Vec<u8>,
+    },
     /// Resume reading a connection its service paused (`Handle::resume`).
     Resume {
         /// The connection.
@@ -79,7 +90,9 @@ pub enum Remote {
 impl Remote {
     fn body(&self) -> &[u8] {
         match self {
-            Remote::SendTo { body, .. } | Remote::Broadcast { body, .. } => body,
+            Remote::SendTo { body, .. } | Remote::Broadcast { body, .. } | Remote::SendLink { body, .. } => {
+                body
+            }
             Remote::Resume { .. } => &[],
         }
     }
@@ -112,6 +125,11 @@ impl<W: Wire> Shard<W> {
                 Remote::Broadcast { kind, seq, body } => {
                     for local in 0..self.high_index() {
                         let _ = self.push_local(local, None, kind, seq, &body, &io, env);
+                    }
+                }
+                Remote::SendLink { link, kind, seq, body } => {
+                    if let Err(e) = self.send_link_local(link, kind, seq, &body, &io, env, None) {
+                        log::debug!("{link}: a frame from another shard was not queued ({e})");
                     }
                 }
                 Remote::Resume { to } => {

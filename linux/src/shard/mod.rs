@@ -43,6 +43,7 @@
 
 mod deal;
 mod inbox;
+pub(crate) mod link;
 mod monitor;
 mod receive;
 mod send;
@@ -61,7 +62,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
-use doorway_core::dispatch::{Control, SendError, Service};
+use doorway_core::dispatch::{Control, LinkId, SendError, Service};
 use doorway_core::frame::ErrorCode;
 use doorway_core::slab::{self, ConnId, Slab};
 use doorway_core::wire::{Cut, Wire, MAX_CLOSE_FRAME};
@@ -207,6 +208,21 @@ impl<W: Wire> ServerShared<W> {
         Ok(())
     }
 
+    /// Queues a frame on upstream link `link` from outside its shard (another shard's handler, a
+    /// `Handle`): into the link's queue at once while it is not up (so a full queue is answered
+    /// here), else through the owning shard's inbox onto its connection.
+    pub(crate) fn send_link(&self, link: LinkId, kind: u16, seq: u32, body: &[u8]) -> Result<(), SendError> {
+        let owner = usize::from(link.0) % self.cfg.shards;
+        let Some(shard) = self.shard(owner) else { return Err(SendError::Closed) };
+        let Some(l) = shard.links.iter().find(|l| l.id == link) else { return Err(SendError::Closed) };
+        let mut head = [0u8; doorway_core::wire::MAX_HEAD_LEN];
+        let n = self.params.wire.encode_head(&mut head, kind, seq, body.len());
+        match l.queue_unless_up(&head[..n], body, false) {
+            Some(queued) => queued,
+            None => self.deliver(owner, Remote::SendLink { link, kind, seq, body: body.to_vec() }),
+        }
+    }
+
     /// Queues a broadcast on every shard but `except`; returns their open connections. A shard
     /// whose inbox is full (see [`INBOX_CAP_BYTES`]) is not counted: its connections are closed
     /// with ERROR 6 instead.
@@ -254,6 +270,19 @@ impl<W: Wire> ServerShared<W> {
     }
 }
 
+/// What a shard serves: its TCP listener (if any), its UDP endpoints, its upstream links, and the
+/// signalfd (shard 0 of a server that handles signals).
+pub struct Sources {
+    /// The listening socket.
+    pub listener: Option<OwnedFd>,
+    /// UDP endpoints.
+    pub udp: Vec<udp::Endpoint>,
+    /// Upstream links.
+    pub links: Vec<link::Link>,
+    /// SIGTERM/SIGINT.
+    pub signal: Option<SignalFd>,
+}
+
 /// Wakers of the role threads (all the same non-blocking one in the fused model).
 pub struct Wakers {
     /// The monitor (its eventfd is in the epoll set).
@@ -295,6 +324,8 @@ pub struct Shard<W> {
     listener: Lock<Option<OwnedFd>>,
     /// The UDP endpoints this shard owns.
     pub(crate) udp: Box<[udp::Endpoint]>,
+    /// The upstream links this shard owns.
+    pub(crate) links: Box<[link::Link]>,
     timer: TimerFd,
     /// The monitor's wake-up (registered in `epoll`).
     pub monitor_waker: Arc<Waker>,
@@ -314,16 +345,15 @@ pub struct Shard<W> {
 }
 
 impl<W: Wire> Shard<W> {
-    /// A shard serving `listener` (if any) and the UDP endpoints `udp`, with `capacity` slots.
+    /// A shard serving `sources`, with `capacity` slots.
     pub fn new(
         index: usize,
         server: Arc<ServerShared<W>>,
-        listener: Option<OwnedFd>,
-        udp: Vec<udp::Endpoint>,
+        sources: Sources,
         capacity: usize,
         wakers: Wakers,
-        signal: Option<SignalFd>,
     ) -> io::Result<Shard<W>> {
+        let Sources { listener, udp, links, signal } = sources;
         let epoll = Epoll::new()?;
         let timer = TimerFd::periodic(std::time::Duration::from_millis(crate::conn::TICK_MS))?;
         if let Some(listener) = &listener {
@@ -359,6 +389,7 @@ impl<W: Wire> Shard<W> {
             epoll,
             listener: Lock::new(listener),
             udp: udp.into_boxed_slice(),
+            links: links.into_boxed_slice(),
             timer,
             monitor_waker: wakers.monitor,
             deal_waker: wakers.deal,

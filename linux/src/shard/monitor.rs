@@ -14,12 +14,14 @@ impl<W: Wire> Shard<W> {
                     self.accept_all(c, touched);
                 }
                 if self.timer.expirations() > 0 {
+                    self.tick_links(c, touched);
                     self.tick_pending.store(true, Ordering::Release);
                     *touched |= DEAL;
                     self.maybe_trim();
                 }
             }
             TOKEN_WAKE => self.monitor_waker.drain(),
+            token if link::is_token(token) => self.link_event(link::index(token), c, touched),
             token if udp::is_token(token) => {
                 if let Some(endpoint) = self.udp.get(udp::index(token)) {
                     endpoint.ready.store(true, Ordering::Release);

@@ -123,6 +123,46 @@ pub fn accept(listener: RawFd) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Starts a non-blocking connect to `addr` (an upstream link): the socket (non-blocking,
+/// close-on-exec, `TCP_NODELAY`) and whether it is connected already; otherwise the connect
+/// completes in the background and the socket turns writable (see [`take_error`]).
+pub fn connect(addr: &SocketAddr) -> io::Result<(OwnedFd, bool)> {
+    let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    // `socket` takes only integers.
+    let fd = super::owned(syscall!(socket(
+        family,
+        libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        0
+    ))?);
+    let _ = set_int_opt(fd.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
+    let (storage, len) = to_sockaddr(addr);
+    // `storage` holds a valid address of `len` bytes.
+    match syscall!(connect(fd.as_raw_fd(), (&storage as *const libc::sockaddr_storage).cast(), len)) {
+        Ok(_) => Ok((fd, true)),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok((fd, false)),
+        Err(e) => Err(e),
+    }
+}
+
+/// The outcome of a background connect, once the socket is writable: `Ok(())` when connected.
+pub fn take_error(fd: RawFd) -> io::Result<()> {
+    let mut err: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // The kernel writes at most `len` bytes into `err`.
+    syscall!(getsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_ERROR,
+        (&mut err as *mut libc::c_int).cast(),
+        &mut len
+    ))?;
+    if err == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(err))
+    }
+}
+
 /// Writes the buffers in order with one `sendmsg` (at most [`MAX_IOV`] of them).
 pub fn write_vectored(fd: RawFd, bufs: &[&[u8]]) -> io::Result<usize> {
     let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_IOV];
