@@ -67,6 +67,9 @@ mod config;
 mod module;
 pub mod node;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;

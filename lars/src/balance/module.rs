@@ -179,13 +179,13 @@ impl Module {
         config: &Config,
         stats: &mut Stats,
     ) -> Option<Option<Transition>> {
-        self.expire_overloads(now, config, stats);
         let i = self.find(host)?;
         let mut last = None;
         if let Some(transition) = self.nodes[i].by_clock(now, config) {
             self.transition(i, transition, now, config, stats);
             last = Some(transition);
         }
+        self.expire_overloads(now, config, stats);
         let node = &mut self.nodes[i];
         if let Some(latency) = latency {
             node.observe_latency(latency, success, now, config);
