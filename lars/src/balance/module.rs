@@ -185,7 +185,8 @@ impl Module {
             self.transition(i, transition, now, config, stats);
             last = Some(transition);
         }
-        self.expire_overloads(now, config, stats);
+        // Other nodes' overloads time out on the next choice: this report decides only its node,
+        // with at most one transition by the clock (with zero timeouts, a loop would never end).
         let node = &mut self.nodes[i];
         if let Some(latency) = latency {
             node.observe_latency(latency, success, now, config);
