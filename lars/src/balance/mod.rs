@@ -35,7 +35,7 @@
 //!
 //! # Nodes, queues and choosing
 //!
-//! See [`node`](self::node) for a node's counters and transitions and `module.rs` for the queues
+//! See [`node`] for a node's counters and transitions and `module.rs` for the queues
 //! and the choice; in short: round robin over idle nodes, an overloaded node probed after every
 //! `probe_num` idle choices or refusals, and OVERLOAD when no node is idle and it is not a probe's
 //! turn. [`HostChoice::kind`] says which it was.
@@ -230,42 +230,61 @@ pub struct RouteChange {
     pub kept: usize,
 }
 
-/// The balancer's counters since it was built, for metrics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Stats {
-    /// Idle nodes handed out.
-    pub idle_choices: u64,
-    /// Overloaded nodes handed out as probes.
-    pub probes: u64,
-    /// Nodes handed out in panic mode.
-    pub panic_choices: u64,
-    /// `get_host` answered OVERLOAD.
-    pub overload_refusals: u64,
-    /// `get_host` answered NOEXIST.
-    pub noexist_refusals: u64,
-    /// A new module refused for [`Config::max_modules`].
-    pub module_limit_refusals: u64,
-    /// Route requests queued for `lars-dns`.
-    pub route_requests: u64,
-    /// Reports counted.
-    pub reports: u64,
-    /// Reports for a module or node the balancer does not hold.
-    pub reports_ignored: u64,
-    /// Idle → overloaded transitions.
-    pub to_overloaded: u64,
-    /// Overloaded → idle transitions.
-    pub to_idle: u64,
-    /// Idle windows that ended with a low error rate and restarted.
-    pub new_windows: u64,
-    /// Nodes added by route updates.
-    pub nodes_added: u64,
-    /// Nodes removed by route updates.
-    pub nodes_removed: u64,
-    /// ReportStatusRequests produced for `lars-reporter`.
-    pub status_reports: u64,
-    /// Calls counted in a window that ended, or on a node that was removed, after the module's
-    /// last report upstream: they never reach `lars-reporter`.
-    pub calls_unreported: u64,
+/// Declares the counters once: the struct and the name of each, for metrics.
+macro_rules! counters {
+    ($(#[$meta:meta])* pub struct $name:ident { $( $(#[$field_meta:meta])* $field:ident, )* }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+        pub struct $name {
+            $( $(#[$field_meta])* pub $field: u64, )*
+        }
+
+        impl $name {
+            /// Every counter with its field name, in declaration order (for STATS and /metrics).
+            pub fn pairs(&self) -> [(&'static str, u64); [$(stringify!($field)),*].len()] {
+                [$( (stringify!($field), self.$field), )*]
+            }
+        }
+    };
+}
+
+counters! {
+    /// The balancer's counters since it was built, for metrics.
+    pub struct Stats {
+        /// Idle nodes handed out.
+        idle_choices,
+        /// Overloaded nodes handed out as probes.
+        probes,
+        /// Nodes handed out in panic mode.
+        panic_choices,
+        /// `get_host` answered OVERLOAD.
+        overload_refusals,
+        /// `get_host` answered NOEXIST.
+        noexist_refusals,
+        /// A new module refused for [`Config::max_modules`].
+        module_limit_refusals,
+        /// Route requests queued for `lars-dns`.
+        route_requests,
+        /// Reports counted.
+        reports,
+        /// Reports for a module or node the balancer does not hold.
+        reports_ignored,
+        /// Idle → overloaded transitions.
+        to_overloaded,
+        /// Overloaded → idle transitions.
+        to_idle,
+        /// Idle windows that ended with a low error rate and restarted.
+        new_windows,
+        /// Nodes added by route updates.
+        nodes_added,
+        /// Nodes removed by route updates.
+        nodes_removed,
+        /// ReportStatusRequests produced for `lars-reporter`.
+        status_reports,
+        /// Calls counted in a window that ended, or on a node that was removed, after the module's
+        /// last report upstream: they never reach `lars-reporter`.
+        calls_unreported,
+    }
 }
 
 impl Stats {

@@ -419,6 +419,7 @@ fn panic_mode_hands_out_every_node_in_turn_when_too_few_are_idle() {
     assert_eq!(hosts_got, [host(1), host(2), host(3), host(1), host(2), host(3)]);
     assert!(got.iter().all(|c| c.kind == ChoiceKind::Panic));
     assert_eq!(balancer.stats().panic_choices, 6);
+    assert!(balancer.stats().pairs().contains(&("panic_choices", 6)), "the metric by its name");
 }
 
 #[test]
