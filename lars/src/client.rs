@@ -306,7 +306,8 @@ impl Client {
     /// counted as a failure. Fire-and-forget: nothing comes back.
     pub fn report(&mut self, modid: i32, cmdid: i32, host: Node, retcode: RetCode) -> Result<(), Error> {
         let host = HostInfo::from_addr(SocketAddrV4::new(host.0, host.1));
-        let report = ReportRequest { modid, cmdid, host: Some(host), retcode: retcode.into() };
+        let report =
+            ReportRequest { modid, cmdid, host: Some(host), retcode: retcode.into(), latency_us: None };
         let frame = encode_frame(MsgId::ReportRequest, &report).map_err(request_error)?;
         let index = port_index(modid, cmdid);
         self.send(index, &frame)

@@ -45,6 +45,7 @@
 
 #![deny(missing_docs)]
 
+pub mod agent;
 pub mod balance;
 pub mod client;
 pub mod proto;

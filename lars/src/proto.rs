@@ -187,6 +187,10 @@ pub struct ReportRequest {
     /// 0 (`SUCC`) for a successful call; the agent counts every other value as a failure.
     #[prost(int32, tag = "4")]
     pub retcode: i32,
+    /// The call's latency in microseconds, if the API measured it (a field the original does not
+    /// have and ignores; doorway's agent uses it for the optional latency-aware choice).
+    #[prost(uint32, optional, tag = "5")]
+    pub latency_us: Option<u32>,
 }
 
 /// An integer the wire carries that names no known value, kept for the error message.

@@ -61,7 +61,8 @@ fn body() -> impl Strategy<Value = Body> {
                 modid,
                 cmdid,
                 host,
-                retcode
+                retcode,
+                latency_us: None,
             })
         ),
         get_route_request().prop_map(Body::ApiGetRouteRequest),

@@ -193,6 +193,7 @@ fn expected_body(msgid: MsgId, mut f: Fields) -> Body {
             cmdid: f.i32("cmdid"),
             host: f.host("host"),
             retcode: f.retcode(),
+            latency_us: None,
         }),
     };
     f.finish();

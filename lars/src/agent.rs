@@ -1,0 +1,312 @@
+//! `lars-agent` on doorway: the balancer ([`crate::balance`]) behind the original agent's UDP
+//! ports, with links to `lars-dns` and `lars-reporter`.
+//!
+//! ```text
+//! API clients ──UDP 8888/8889/8890──▶ ┌───────── one doorway loop ─────────┐ ══link══▶ lars-dns
+//!   GetHost(4) / Report(6) /           │ Agent: message map ─▶ Balancer    │ ══link══▶ lars-reporter
+//!   API_GetRoute(7)  ◀── replies (5, 8)└───────────────────────────────────┘
+//! ```
+//!
+//! # Placement
+//!
+//! One loop (one shard) owns the three UDP sockets, both links and one [`Balancer`]: every module,
+//! whichever port asks for it, lives in one map, and the route replies and pushes that arrive on
+//! the `lars-dns` link update it directly, with no lock and no hand-off. (The original runs one
+//! thread per port, each with its own modules, and a thread per link with queues between them.) A
+//! second shard would split the modules from the link that feeds them, so the agent always runs
+//! one; `get_host` costs a hash lookup and a few comparisons, far below a datagram's system calls.
+//!
+//! # What it does beyond the original
+//!
+//! - Keeps answering from what it has while `lars-dns` or `lars-reporter` is down; the links
+//!   reconnect with backoff by themselves (the original gives up after one failed reconnect), and
+//!   when `lars-dns` is back every module held is asked for again (`on_link_up`).
+//! - Route requests: an unknown module costs one request per `update_timeout`, not one per call.
+//! - Reports are aggregated per module per `report_interval` (`take_report`) and not taken while
+//!   the reporter is down, so an outage holds one snapshot per module at most.
+//! - Bad datagrams (a body that is not the message its msgid says) are counted and dropped.
+//!
+//! Metrics (`/metrics` with `--metrics-addr`, and STATS names): the balancer's counters
+//! (`Stats::pairs`), `modules`, `modules_in_panic`, `bad_requests`, `route_requests_refused`,
+//! `reports_refused`.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use doorway_core::dispatch::{Context, LinkId, Outbox, Request, SendError, Service};
+use doorway_core::message_map;
+use doorway_core::wire::Lars;
+use doorway_linux::{LinkOptions, Running, Server, ServiceMetric};
+use prost::Message;
+
+use crate::balance::{self, Balancer, ModuleId};
+use crate::proto::{
+    GetHostRequest, GetHostResponse, GetRouteRequest, GetRouteResponse, MsgId, ReportRequest, RetCode,
+};
+
+/// How `refresh` reaches a link from whichever context it runs in.
+type SendLink<'a> = dyn FnMut(LinkId, &[u8]) -> Result<(), SendError> + 'a;
+
+/// The shard timer that takes the reports.
+const REPORT_TIMER: u32 = 1;
+
+/// The agent's metrics, registered with the server.
+#[derive(Clone)]
+struct Metrics {
+    /// The balancer's own counters, by name.
+    balance: Vec<ServiceMetric>,
+    modules: ServiceMetric,
+    in_panic: ServiceMetric,
+    bad_requests: ServiceMetric,
+    route_requests_refused: ServiceMetric,
+    reports_refused: ServiceMetric,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let balance =
+            balance::Stats::default().pairs().iter().map(|(name, _)| ServiceMetric::gauge(name)).collect();
+        Metrics {
+            balance,
+            modules: ServiceMetric::gauge("modules"),
+            in_panic: ServiceMetric::gauge("modules_in_panic"),
+            bad_requests: ServiceMetric::counter("bad_requests"),
+            route_requests_refused: ServiceMetric::counter("route_requests_refused"),
+            reports_refused: ServiceMetric::counter("reports_refused"),
+        }
+    }
+
+    fn all(&self) -> impl Iterator<Item = &ServiceMetric> {
+        self.balance.iter().chain([
+            &self.modules,
+            &self.in_panic,
+            &self.bad_requests,
+            &self.route_requests_refused,
+            &self.reports_refused,
+        ])
+    }
+}
+
+/// The agent's service. Cloned once per shard by the server; the agent runs one shard, and the
+/// balancer sits behind a mutex only so the clone is sound (it is never contended).
+#[derive(Clone)]
+pub struct Agent {
+    balancer: Arc<Mutex<Balancer>>,
+    dns: LinkId,
+    reporter: LinkId,
+    reporter_up: bool,
+    started: std::time::Instant,
+    report_interval: Duration,
+    metrics: Metrics,
+}
+
+impl Agent {
+    fn balancer(&self) -> MutexGuard<'_, Balancer> {
+        self.balancer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn now(&self) -> balance::Instant {
+        balance::Instant::from_millis(self.started.elapsed().as_millis() as u64)
+    }
+
+    /// Decodes a request body, counting a bad one (it is then dropped: a datagram has nobody to
+    /// tell, and the original's clients retry on their own timeout).
+    fn decode<M: Message + Default>(&self, req: &Request<'_>) -> Option<M> {
+        match M::decode(req.body) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                self.metrics.bad_requests.add(1);
+                log::debug!("msgid {}: a body that is not its message ({e}); dropped", req.kind);
+                None
+            }
+        }
+    }
+
+    /// Sends the route requests the balancer queued, on the `lars-dns` link (queued there while
+    /// the link is down; counted if even that queue is full).
+    fn refresh(&self, send: &mut SendLink<'_>) {
+        let modules = self.balancer().modules_to_refresh();
+        for m in modules {
+            let body = GetRouteRequest { modid: m.modid, cmdid: m.cmdid }.encode_to_vec();
+            if send(self.dns, &body).is_err() {
+                self.metrics.route_requests_refused.add(1);
+            }
+        }
+    }
+
+    fn get_host(&mut self, cx: &mut impl Context, req: &Request<'_>) -> Result<(), SendError> {
+        let Some(q) = self.decode::<GetHostRequest>(req) else { return Ok(()) };
+        let module = ModuleId::new(q.modid, q.cmdid);
+        let now = self.now();
+        let choice = self.balancer().get_host(module, now);
+        let (retcode, host) = match choice {
+            Ok(choice) => (RetCode::Succ, Some(choice.host)),
+            Err(e) => (e.retcode(), None),
+        };
+        let reply =
+            GetHostResponse { seq: q.seq, modid: q.modid, cmdid: q.cmdid, retcode: retcode.into(), host };
+        cx.reply(MsgId::GetHostResponse as u16, 0, &reply.encode_to_vec())?;
+        self.refresh(&mut |link, body| cx.send_link(link, MsgId::GetRouteRequest as u16, 0, body));
+        Ok(())
+    }
+
+    fn report(&mut self, _cx: &mut impl Context, req: &Request<'_>) -> Result<(), SendError> {
+        let Some(r) = self.decode::<ReportRequest>(req) else { return Ok(()) };
+        let Some(host) = r.host else {
+            self.metrics.bad_requests.add(1);
+            return Ok(());
+        };
+        let latency = r.latency_us.map(|us| Duration::from_micros(u64::from(us)));
+        let now = self.now();
+        // A report for a module or node the agent does not hold is counted by the balancer.
+        let _ = self.balancer().report(ModuleId::new(r.modid, r.cmdid), host, r.retcode, latency, now);
+        Ok(())
+    }
+
+    fn api_get_route(&mut self, cx: &mut impl Context, req: &Request<'_>) -> Result<(), SendError> {
+        let Some(q) = self.decode::<GetRouteRequest>(req) else { return Ok(()) };
+        let now = self.now();
+        let host = self.balancer().get_route(ModuleId::new(q.modid, q.cmdid), now).unwrap_or_default();
+        let reply = GetRouteResponse { modid: q.modid, cmdid: q.cmdid, host };
+        cx.reply(MsgId::ApiGetRouteResponse as u16, 0, &reply.encode_to_vec())?;
+        self.refresh(&mut |link, body| cx.send_link(link, MsgId::GetRouteRequest as u16, 0, body));
+        Ok(())
+    }
+
+    /// A route from `lars-dns`: the reply to a request, or a push after a change.
+    fn route(&mut self, cx: &mut impl Context, req: &Request<'_>) -> Result<(), SendError> {
+        if cx.link() != Some(self.dns) {
+            // Not from lars-dns (a client sending msgid 2 to a UDP port): not ours to believe.
+            self.metrics.bad_requests.add(1);
+            return Ok(());
+        }
+        let Some(r) = self.decode::<GetRouteResponse>(req) else { return Ok(()) };
+        let now = self.now();
+        if let Err(e) = self.balancer().update_route(ModuleId::new(r.modid, r.cmdid), &r.host, now) {
+            log::warn!("route of [{}, {}] from lars-dns not applied: {e}", r.modid, r.cmdid);
+        }
+        Ok(())
+    }
+
+    fn publish_metrics(&self) {
+        let b = self.balancer();
+        for (metric, (_, value)) in self.metrics.balance.iter().zip(b.stats().pairs()) {
+            metric.set(value);
+        }
+        self.metrics.modules.set(b.len() as u64);
+        self.metrics.in_panic.set(b.modules_in_panic() as u64);
+    }
+}
+
+message_map! {
+    Agent {
+        2 => route,
+        4 => get_host,
+        6 => report,
+        7 => api_get_route,
+    }
+}
+
+impl Service for Agent {
+    fn on_start<O: Outbox>(&mut self, out: &mut O) {
+        let ms = self.report_interval.as_millis().clamp(1, u128::from(u32::MAX)) as u32;
+        if let Err(e) = out.set_timer(REPORT_TIMER, ms) {
+            log::error!("cannot arm the report timer: {e}");
+        }
+    }
+
+    fn on_shard_timer<O: Outbox>(&mut self, out: &mut O, token: u32) {
+        if token != REPORT_TIMER {
+            return;
+        }
+        if self.reporter_up {
+            let unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32);
+            let now = self.now();
+            let reports = self.balancer().take_report(now, unix);
+            for r in reports {
+                if out
+                    .send_link(self.reporter, MsgId::ReportStatusRequest as u16, 0, &r.encode_to_vec())
+                    .is_err()
+                {
+                    self.metrics.reports_refused.add(1);
+                }
+            }
+        }
+        self.publish_metrics();
+        self.on_start(out);
+    }
+
+    fn on_link_up<C: Context>(&mut self, cx: &mut C, link: LinkId) {
+        if link == self.reporter {
+            self.reporter_up = true;
+        } else if link == self.dns {
+            // lars-dns (re)started: ask again for every module held, so pushes resume too.
+            let now = self.now();
+            self.balancer().resubscribe_all(now);
+            self.refresh(&mut |link, body| cx.send_link(link, MsgId::GetRouteRequest as u16, 0, body));
+        }
+    }
+
+    fn on_link_down<O: Outbox>(&mut self, _out: &mut O, link: LinkId) {
+        if link == self.reporter {
+            self.reporter_up = false;
+        }
+    }
+}
+
+/// Where the agent listens and whom it links to.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    /// The first UDP port's address; the agent binds it and the next two ports.
+    pub udp_base: SocketAddr,
+    /// `lars-dns`.
+    pub dns: SocketAddr,
+    /// `lars-reporter`.
+    pub reporter: SocketAddr,
+}
+
+/// Starts the agent: the Lars wire, the three UDP endpoints, the two links, one shard; drains on
+/// SIGTERM/SIGINT when `signals` (the binary).
+pub fn start(
+    server: doorway_linux::Config,
+    endpoints: &Endpoints,
+    balance: balance::Config,
+    links: LinkOptions,
+    signals: bool,
+) -> std::io::Result<Running<Lars>> {
+    let balancer = Balancer::new(balance.clone())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    let cfg = doorway_linux::Config { shards: 1, idle_timeout: None, ..server };
+    let mut builder = Server::builder()
+        .wire(Lars::default())
+        .config(cfg)
+        .without_tcp()
+        .link_options(links)
+        .handle_signals(signals);
+    for i in 0..3u16 {
+        let port = endpoints.udp_base.port().checked_add(i).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the UDP base port leaves no room for three ports",
+            )
+        })?;
+        builder = builder.udp(SocketAddr::new(endpoints.udp_base.ip(), port));
+    }
+    let dns = builder.add_link("lars-dns", endpoints.dns);
+    let reporter = builder.add_link("lars-reporter", endpoints.reporter);
+    let metrics = Metrics::new();
+    for m in metrics.all() {
+        builder = builder.metric(m);
+    }
+    let agent = Agent {
+        balancer: Arc::new(Mutex::new(balancer)),
+        dns,
+        reporter,
+        reporter_up: false,
+        started: std::time::Instant::now(),
+        report_interval: balance.report_interval,
+        metrics,
+    };
+    builder.start(agent)
+}
