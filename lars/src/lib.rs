@@ -47,6 +47,9 @@
 
 pub mod client;
 pub mod proto;
+pub mod route_cmd;
+pub mod service;
+pub mod store;
 
 use std::fmt;
 
