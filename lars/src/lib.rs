@@ -46,6 +46,7 @@
 #![deny(missing_docs)]
 
 pub mod client;
+pub mod dns;
 pub mod proto;
 pub mod route_cmd;
 pub mod service;
