@@ -48,6 +48,7 @@
 pub mod client;
 pub mod dns;
 pub mod proto;
+pub mod reporter;
 pub mod route_cmd;
 pub mod service;
 pub mod store;

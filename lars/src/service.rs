@@ -13,13 +13,14 @@
 //! that connection.
 
 use std::borrow::Cow;
+use std::fmt;
 use std::net::SocketAddr;
 
 use doorway_core::dispatch::Context;
 use doorway_linux::config::{Kind, ValueError};
 use doorway_linux::{Config, ServiceMetric};
 
-use crate::store::DbUrl;
+use crate::store::{DbUrl, StoreError};
 use crate::MsgId;
 
 /// The server settings of a Lars program listening on `port` of 127.0.0.1: the idle timeout off,
@@ -68,3 +69,23 @@ impl BadInput {
         cx.close();
     }
 }
+
+/// Why a Lars service could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The database cannot be opened or read.
+    Store(StoreError),
+    /// The server cannot start (address in use, ...).
+    Server(std::io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Store(e) => write!(f, "database: {e}"),
+            StartError::Server(e) => write!(f, "server: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}

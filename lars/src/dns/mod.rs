@@ -25,7 +25,6 @@ pub mod poller;
 pub mod subs;
 pub mod table;
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
@@ -41,8 +40,9 @@ use doorway_linux::config::{between, MAX_TIMEOUT};
 use doorway_linux::{Config, Handle, Running, Server, ServiceMetric};
 use prost::Message as _;
 
+pub use crate::service::StartError;
 use crate::service::{default_db, lars_server, BadInput};
-use crate::store::{self, DbUrl, Module, StoreError};
+use crate::store::{self, DbUrl, Module};
 use crate::{GetRouteRequest, MsgId};
 use subs::{lock, Registry, Subs};
 use table::RouteTable;
@@ -186,26 +186,6 @@ impl Service for Dns {
         }
     }
 }
-
-/// Why `lars-dns` could not start.
-#[derive(Debug)]
-pub enum StartError {
-    /// The database cannot be opened or read.
-    Store(StoreError),
-    /// The server cannot start (address in use, ...).
-    Server(std::io::Error),
-}
-
-impl fmt::Display for StartError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StartError::Store(e) => write!(f, "database: {e}"),
-            StartError::Server(e) => write!(f, "server: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for StartError {}
 
 /// A running `lars-dns`: the server and its poller.
 pub struct DnsServer {
