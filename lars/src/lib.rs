@@ -48,7 +48,12 @@
 pub mod agent;
 pub mod balance;
 pub mod client;
+pub mod dns;
 pub mod proto;
+pub mod reporter;
+pub mod route_cmd;
+pub mod service;
+pub mod store;
 
 use std::fmt;
 

@@ -30,7 +30,7 @@ pub const JOBS: &[Job] = &[
     Job {
         name: "host-tests",
         about: "all host tests (unit, property, integration; xtask's own included)",
-        needs: &[],
+        needs: &[Piece::Mariadb],
         run: host_tests,
     },
     Job {

@@ -16,6 +16,8 @@
 //!   ([`requirement`], [`check_rustc`]), so a too-old distribution compiler is a clear error
 //!   naming both versions, not a failure deep inside a build.
 //! - [`Piece::Qemu`] (`qemu-system-arm`) for the board tests, from apt.
+//! - [`Piece::Mariadb`] (`mariadbd`, `mariadb-install-db`) for doorway-lars's MySQL tests, which
+//!   start a private server of their own, from apt.
 //! - [`Piece::Tool`]: cargo-fuzz for `cargo xtask fuzz`, defmt-print for decoding board logs,
 //!   probe-rs for flashing, each from `cargo install` when missing.
 //!
@@ -49,6 +51,9 @@ const DEBIAN_RUST_SETS: &[[&str; 3]] =
 /// The Debian packages for QEMU.
 const QEMU_PACKAGES: &[&str] = &["qemu-system-arm"];
 
+/// The Debian packages for MariaDB (server and `mariadb-install-db`).
+const MARIADB_PACKAGES: &[&str] = &["mariadb-server"];
+
 /// How long `rustup target add` may try before we fall back to the Debian toolchain.
 const RUSTUP_ADD_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -75,6 +80,8 @@ pub enum Piece {
     Cross,
     /// `qemu-system-arm`, from apt.
     Qemu,
+    /// `mariadbd`, from apt.
+    Mariadb,
     /// A tool from `cargo install`.
     Tool(CargoTool),
 }
@@ -82,7 +89,7 @@ pub enum Piece {
 /// What `cargo xtask setup` provisions: everything `cargo xtask test` uses. probe-rs is left to
 /// `cargo xtask flash`, the one command that needs it.
 pub const EVERYTHING: &[Piece] =
-    &[Piece::Cross, Piece::Qemu, Piece::Tool(CARGO_FUZZ), Piece::Tool(DEFMT_PRINT)];
+    &[Piece::Cross, Piece::Qemu, Piece::Mariadb, Piece::Tool(CARGO_FUZZ), Piece::Tool(DEFMT_PRINT)];
 /// What running firmware in QEMU needs (`cargo xtask qemu`, the `qemu` job).
 pub const QEMU_RUN: &[Piece] = &[Piece::Cross, Piece::Qemu, Piece::Tool(DEFMT_PRINT)];
 /// What flashing a real board needs.
@@ -129,6 +136,16 @@ fn provision(pieces: &[Piece], verbose: bool) -> Result {
                 } else {
                     eprintln!("setup: qemu-system-arm missing: installing it with apt");
                     apt_install(QEMU_PACKAGES)?;
+                }
+            }
+            Piece::Mariadb => {
+                if have_program("mariadbd") || Path::new("/usr/sbin/mariadbd").is_file() {
+                    if verbose {
+                        eprintln!("setup: mariadbd present");
+                    }
+                } else {
+                    eprintln!("setup: mariadbd missing: installing it with apt");
+                    apt_install(MARIADB_PACKAGES)?;
                 }
             }
             Piece::Tool(tool) => {
