@@ -282,7 +282,9 @@ fn run(config: Config, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     for result in &report.results {
                         let status = view.node(HostInfo { ip: result.ip, port: result.port }).unwrap();
                         prop_assert_eq!(result.overload, status.state == NodeState::Overloaded);
-                        prop_assert_eq!((result.succ, result.err), (status.rsucc, status.rerr));
+                        // A report carries the calls since the node's last one in its window,
+                        // never more than the window holds.
+                        prop_assert!(result.succ <= status.rsucc && result.err <= status.rerr);
                     }
                 }
             }

@@ -52,8 +52,9 @@
 //!
 //! # Reports upstream
 //!
-//! `lars-reporter` stores the latest counts per node (an upsert), so the agent sends a snapshot:
-//! per module, every node's real counts in its current window and its state. Instead of one
+//! `lars-reporter` adds what it receives to each node's row, so the agent sends, per module, every
+//! node's calls since its last report (in its current window) and its state now; the table then
+//! holds the total number of calls. Instead of one
 //! message per API report (the original), a module with reports since its last snapshot is sent
 //! once per `report_interval` by [`Balancer::take_report`]. While the reporter is down the agent
 //! simply does not call it: a module waiting costs one flag and one list entry, so an outage of any

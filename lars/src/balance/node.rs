@@ -108,6 +108,8 @@ pub(super) struct Node {
     pub(super) status: NodeStatus,
     /// Calls counted since the module's last report upstream; lost if the window resets first.
     pub(super) unreported: u32,
+    /// The window's real counts already reported upstream (a report carries what came since).
+    reported: (u32, u32),
     /// The Peak-EWMA latency estimate in microseconds, as of `latency_at`.
     latency_us: f64,
     latency_at: Instant,
@@ -129,7 +131,7 @@ impl Node {
             outstanding: 0,
         };
         let latency_us = config.latency_initial.as_secs_f64() * 1e6;
-        Node { status, unreported: 0, latency_us, latency_at: now }
+        Node { status, unreported: 0, reported: (0, 0), latency_us, latency_at: now }
     }
 
     pub(super) fn host(&self) -> HostInfo {
@@ -165,6 +167,7 @@ impl Node {
             contin_err: 0,
             outstanding: 0,
         };
+        self.reported = (0, 0);
         std::mem::take(&mut self.unreported)
     }
 
@@ -229,15 +232,19 @@ impl Node {
         self.status.outstanding = self.status.outstanding.saturating_add(1);
     }
 
-    /// Takes this node's window for a report upstream: its real counts and state.
+    /// Takes this node's report upstream: the calls counted since its last report (so
+    /// `lars-reporter`, which adds what it receives, stores the total number of calls) and its
+    /// state now.
     pub(super) fn take_report(&mut self) -> crate::proto::HostCallResult {
         self.unreported = 0;
         let s = &self.status;
+        let (succ, err) = (s.rsucc.saturating_sub(self.reported.0), s.rerr.saturating_sub(self.reported.1));
+        self.reported = (s.rsucc, s.rerr);
         crate::proto::HostCallResult {
             ip: s.host.ip,
             port: s.host.port,
-            succ: s.rsucc,
-            err: s.rerr,
+            succ,
+            err,
             overload: s.state == NodeState::Overloaded,
         }
     }
