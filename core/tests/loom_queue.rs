@@ -9,6 +9,25 @@ use doorway_core::queue::Full;
 use loom::sync::Arc;
 use loom::thread;
 
+/// Waits (yielding to the model) until `n` values came out of `queue`.
+fn take<S: AsRef<[Slot<u32>]>>(queue: &Queue<u32, S>, n: usize) -> Vec<u32> {
+    let mut rx = queue.consumer().expect("one consumer at a time");
+    let mut got = Vec::new();
+    while got.len() < n {
+        match rx.dequeue() {
+            Some(v) => got.push(v),
+            None => thread::yield_now(),
+        }
+    }
+    got
+}
+
+/// MPSC: two producers, one value each, the consumer waiting for them at the same time: each
+/// value comes out exactly once, and the consumer never reads a slot before its write is
+/// visible (loom's cell checks fire if the stamp's Release/Acquire pairing is broken).
+///
+/// The consumer waits for values rather than draining after `join`: a join would synchronise the
+/// threads and hide a missing ordering.
 #[test]
 fn mpsc_two_producers_exactly_once() {
     loom::model(|| {
