@@ -21,7 +21,7 @@ pub struct Job {
 
 /// Jobs `cargo xtask test --quick` leaves out: the slow ones (release builds, firmware, QEMU,
 /// fuzzing). CI always runs everything.
-const SLOW: &[&str] = &["loom", "fuzz-smoke", "bench-quick", "boards", "qemu"];
+const SLOW: &[&str] = &["loom", "fuzz-smoke", "lars", "bench-quick", "boards", "qemu"];
 
 /// Every job, in the order `test` runs them (cheap first).
 pub const JOBS: &[Job] = &[
@@ -51,6 +51,12 @@ pub const JOBS: &[Job] = &[
         about: "build and run the decode fuzz target for 10 s",
         needs: &[Piece::Tool(setup::CARGO_FUZZ)],
         run: fuzz_smoke,
+    },
+    Job {
+        name: "lars",
+        about: "cargo xtask lars --smoke: the three Lars programs start, answer and stop cleanly",
+        needs: &[],
+        run: || crate::lars::run(None, true),
     },
     Job {
         name: "bench-quick",

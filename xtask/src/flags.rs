@@ -10,6 +10,8 @@ commands:
                                 --quick skips loom, fuzzing, bench, boards and QEMU
   ci <job>                      one job of `test` (see `cargo xtask ci list`)
   linux-server [-- ARGS]        build the server in release mode and run it (ARGS go to `doorway`)
+  lars [--db URL] [--smoke]     lars-dns, lars-reporter and lars-agent on a fresh SQLite demo
+                                database (or URL); --smoke checks a query and a clean stop
   qemu [--board B] [--port P] [--test]
                                 run the firmware in QEMU with hostfwd 127.0.0.1:P
   flash <board>                 flash a real board with probe-rs (QEMU boards run in QEMU)
@@ -24,6 +26,7 @@ pub enum Command {
     Test { quick: bool },
     Ci { job: String },
     LinuxServer { args: Vec<String> },
+    Lars { db: Option<String>, smoke: bool },
     Qemu { board: String, port: u16, test: bool },
     Flash { board: String },
     Bench { quick: bool, args: Vec<String> },
@@ -68,6 +71,17 @@ pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Command, String> 
             let mut args: Vec<String> = rest.by_ref().collect();
             args.extend(passthrough.iter().cloned());
             Command::LinuxServer { args }
+        }
+        "lars" => {
+            let (mut db, mut smoke) = (None, false);
+            while let Some(a) = rest.next() {
+                match a.as_str() {
+                    "--db" => db = Some(take_value("--db", &mut rest)?),
+                    "--smoke" => smoke = true,
+                    other => return Err(format!("unknown flag for lars: {other}")),
+                }
+            }
+            Command::Lars { db, smoke }
         }
         "qemu" => {
             let (mut board, mut port, mut test) = (DEFAULT_BOARD.to_string(), DEFAULT_QEMU_PORT, false);

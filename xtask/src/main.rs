@@ -7,6 +7,7 @@ mod bench;
 mod ci;
 mod flags;
 mod json;
+mod lars;
 mod qemu;
 mod server;
 mod setup;
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
         flags::Command::Test { quick } => ci::test(quick),
         flags::Command::Ci { job } => ci::job(&job),
         flags::Command::LinuxServer { args } => server::run(&args),
+        flags::Command::Lars { db, smoke } => lars::run(db, smoke),
         flags::Command::Qemu { board, port, test } => qemu::run(&board, port, test),
         flags::Command::Flash { board } => qemu::flash(&board),
         flags::Command::Bench { quick, args } => bench::run(quick, &args),

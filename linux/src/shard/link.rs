@@ -322,7 +322,11 @@ impl<W: Wire> Shard<W> {
         let mut st = link.state.lock();
         let wait = st.backoff(&link.options);
         st.phase = Phase::Down { retry_at: now + wait };
-        log::info!("{} ({}, {}): down; reconnecting in {wait} ms", link.id, link.name, link.addr);
+        if self.server.stopping.load(Ordering::Acquire) {
+            log::info!("{} ({}, {}): closed (stopping)", link.id, link.name, link.addr);
+        } else {
+            log::info!("{} ({}, {}): down; reconnecting in {wait} ms", link.id, link.name, link.addr);
+        }
     }
 
     /// Queues a frame on link `link` of this shard: straight onto its connection when Up, else in
