@@ -18,21 +18,17 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use doorway_lars::agent::{self, Endpoints};
-use doorway_lars::balance;
 use doorway_lars::client::{self, Client};
-use doorway_lars::dns::{DnsServer, DnsSettings};
-use doorway_lars::reporter::{ReporterServer, ReporterSettings};
-use doorway_lars::service::lars_server;
-use doorway_lars::store::{self, DbUrl, Module, StatusRow};
+use doorway_lars::dns::DnsServer;
+use doorway_lars::store::{self, Module, StatusRow};
 use doorway_lars::RetCode;
-use doorway_linux::LinkOptions;
 
+use common::system::{dns_settings, System};
 use common::TempDir;
 
 const M: Module = Module { modid: 1, cmdid: 1 };
@@ -80,31 +76,6 @@ fn call(node: client::Node) -> RetCode {
     }
 }
 
-/// Three consecutive free UDP ports on 127.0.0.1 (the agent binds base, base+1, base+2).
-fn free_udp_base() -> u16 {
-    for _ in 0..200 {
-        let first = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let base = first.local_addr().unwrap().port();
-        if base > 65_000 {
-            continue;
-        }
-        let rest: Vec<_> = (1..3).map(|i| UdpSocket::bind(("127.0.0.1", base + i))).collect();
-        if rest.iter().all(Result::is_ok) {
-            return base;
-        }
-    }
-    panic!("no three consecutive free UDP ports");
-}
-
-fn dns_settings(db: &DbUrl, listen: SocketAddr) -> DnsSettings {
-    DnsSettings {
-        server: doorway_linux::Config { listen, ..lars_server(0) },
-        db: db.clone(),
-        check_interval: Duration::from_millis(100),
-        ..DnsSettings::default()
-    }
-}
-
 /// Calls (get_host, backend, report) `n` times; returns how often each node was handed out and
 /// how many calls failed.
 fn traffic(c: &mut Client, n: usize) -> (HashMap<client::Node, usize>, usize) {
@@ -147,33 +118,9 @@ fn the_whole_lars_system_under_faults() {
     let backends: Vec<Backend> = (0..4).map(|_| Backend::start()).collect();
     store::open(&db).unwrap().set_route(M, &[backends[0].addr, backends[1].addr, backends[2].addr]).unwrap();
 
-    let dns = DnsServer::start(&dns_settings(&db, "127.0.0.1:0".parse().unwrap()), false).unwrap();
-    let dns_addr = dns.local_addr();
-    let reporter_settings = ReporterSettings {
-        server: doorway_linux::Config { listen: "127.0.0.1:0".parse().unwrap(), ..lars_server(0) },
-        db: db.clone(),
-        ..ReporterSettings::default()
-    };
-    let reporter = ReporterServer::start(&reporter_settings, false).unwrap();
-    let base = free_udp_base();
-    let endpoints = Endpoints {
-        udp_base: SocketAddr::from(([127, 0, 0, 1], base)),
-        dns: dns_addr,
-        reporter: reporter.local_addr(),
-    };
-    let balance = balance::Config {
-        idle_timeout: Duration::from_secs(3),
-        overload_timeout: OVERLOAD_TIMEOUT,
-        update_timeout: Duration::from_secs(1),
-        report_interval: Duration::from_millis(200),
-        ..balance::Config::default()
-    };
-    let links = LinkOptions {
-        backoff_floor: Duration::from_millis(50),
-        backoff_ceiling: Duration::from_millis(300),
-        ..LinkOptions::default()
-    };
-    let agent = agent::start(doorway_linux::Config::default(), &endpoints, balance, links, false).unwrap();
+    let sys = System::start(&db, OVERLOAD_TIMEOUT);
+    let (dns, agent, reporter, base, dns_addr) =
+        (sys.dns, sys.agent, sys.reporter, sys.udp_base, sys.dns_addr);
     let mut c = Client::with_config(client::Config { base_port: base, ..client::Config::default() }).unwrap();
 
     // 1. The first request for the module triggers its route; then traffic spreads.

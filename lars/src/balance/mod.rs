@@ -53,14 +53,12 @@
 //! # Reports upstream
 //!
 //! `lars-reporter` adds what it receives to each node's row, so the agent sends, per module, every
-//! node's calls since its last report (in its current window) and its state now; the table then
-//! holds the total number of calls. Instead of one
-//! message per API report (the original), a module with reports since its last snapshot is sent
-//! once per `report_interval` by [`Balancer::take_report`]. While the reporter is down the agent
-//! simply does not call it: a module waiting costs one flag and one list entry, so an outage of any
-//! length holds one snapshot per module at most, and the first batch after it carries each
-//! changed module once, with its latest counts. What is lost is what a snapshot cannot show: calls
-//! counted in a window that ended (or a node that was removed) after the module's last snapshot.
+//! node's calls since its last report (kept across window ends and transitions) and its state now;
+//! the table then holds the total number of calls. Instead of one message per API report (the
+//! original), a module with reports since its last one is sent once per `report_interval` by
+//! [`Balancer::take_report`]. While the reporter is down the agent simply does not call it: a node
+//! holds two counters however long the outage, and the first batch after it carries everything.
+//! What is lost is the calls of a node removed from the route before its next report;
 //! [`Stats::calls_unreported`] counts them.
 
 mod clock;

@@ -209,8 +209,7 @@ impl Module {
     ) {
         let node = &mut self.nodes[i];
         let from = node.state();
-        stats.calls_unreported =
-            stats.calls_unreported.saturating_add(u64::from(node.apply(transition, now, config)));
+        node.apply(transition, now, config);
         stats.count(transition);
         let to = node.state();
         if from == to {
@@ -271,7 +270,7 @@ impl Module {
         for host in wanted {
             while let Some((_, node)) = old.next_if(|(_, node)| key(&node.host()) < key(&host)) {
                 change.removed += 1;
-                stats.calls_unreported = stats.calls_unreported.saturating_add(u64::from(node.unreported));
+                stats.calls_unreported = stats.calls_unreported.saturating_add(u64::from(node.unreported()));
             }
             match old.next_if(|(_, node)| node.host() == host) {
                 Some((was, node)) => {
@@ -288,7 +287,7 @@ impl Module {
         }
         for (_, node) in old {
             change.removed += 1;
-            stats.calls_unreported = stats.calls_unreported.saturating_add(u64::from(node.unreported));
+            stats.calls_unreported = stats.calls_unreported.saturating_add(u64::from(node.unreported()));
         }
         let remap = |queue: &VecDeque<u16>| -> VecDeque<u16> {
             queue.iter().filter_map(|&i| moved_to[usize::from(i)]).collect()

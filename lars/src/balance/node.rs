@@ -106,10 +106,9 @@ pub struct NodeStatus {
 #[derive(Clone, Debug)]
 pub(super) struct Node {
     pub(super) status: NodeStatus,
-    /// Calls counted since the module's last report upstream; lost if the window resets first.
-    pub(super) unreported: u32,
-    /// The window's real counts already reported upstream (a report carries what came since).
-    reported: (u32, u32),
+    /// Calls counted since the node's last report upstream (successes, failures), whatever
+    /// windows and transitions came between: the next report carries them.
+    pub(super) pending: (u32, u32),
     /// The Peak-EWMA latency estimate in microseconds, as of `latency_at`.
     latency_us: f64,
     latency_at: Instant,
@@ -131,7 +130,7 @@ impl Node {
             outstanding: 0,
         };
         let latency_us = config.latency_initial.as_secs_f64() * 1e6;
-        Node { status, unreported: 0, reported: (0, 0), latency_us, latency_at: now }
+        Node { status, pending: (0, 0), latency_us, latency_at: now }
     }
 
     pub(super) fn host(&self) -> HostInfo {
@@ -147,9 +146,8 @@ impl Node {
         (self.state() == NodeState::Overloaded).then(|| self.status.since + config.overload_timeout)
     }
 
-    /// Enters `state` at `now` with fresh counters; returns the calls of the ended window that
-    /// were never reported upstream.
-    fn enter(&mut self, state: NodeState, now: Instant, config: &Config) -> u32 {
+    /// Enters `state` at `now` with fresh counters (the calls not reported yet stay pending).
+    fn enter(&mut self, state: NodeState, now: Instant, config: &Config) {
         let (vsucc, verr) = match state {
             NodeState::Idle => (config.init_succ_cnt, 0),
             NodeState::Overloaded => (0, config.init_err_cnt),
@@ -167,13 +165,16 @@ impl Node {
             contin_err: 0,
             outstanding: 0,
         };
-        self.reported = (0, 0);
-        std::mem::take(&mut self.unreported)
     }
 
-    /// Applies `transition` at `now`; returns the calls lost unreported (see [`Node::enter`]).
-    pub(super) fn apply(&mut self, transition: Transition, now: Instant, config: &Config) -> u32 {
+    /// Applies `transition` at `now`.
+    pub(super) fn apply(&mut self, transition: Transition, now: Instant, config: &Config) {
         self.enter(transition.to(), now, config)
+    }
+
+    /// Calls counted and not reported yet.
+    pub(super) fn unreported(&self) -> u32 {
+        self.pending.0.saturating_add(self.pending.1)
     }
 
     /// What the clock decides at `now`: an idle window that ended, an overload that timed out.
@@ -194,7 +195,11 @@ impl Node {
 
     /// Counts one reported call (`success` or not) and returns the threshold it crossed, if any.
     pub(super) fn count(&mut self, success: bool, config: &Config) -> Option<Transition> {
-        self.unreported = self.unreported.saturating_add(1);
+        if success {
+            self.pending.0 = self.pending.0.saturating_add(1);
+        } else {
+            self.pending.1 = self.pending.1.saturating_add(1);
+        }
         self.status.outstanding = self.status.outstanding.saturating_sub(1);
         let s = &mut self.status;
         if success {
@@ -236,10 +241,8 @@ impl Node {
     /// `lars-reporter`, which adds what it receives, stores the total number of calls) and its
     /// state now.
     pub(super) fn take_report(&mut self) -> crate::proto::HostCallResult {
-        self.unreported = 0;
         let s = &self.status;
-        let (succ, err) = (s.rsucc.saturating_sub(self.reported.0), s.rerr.saturating_sub(self.reported.1));
-        self.reported = (s.rsucc, s.rerr);
+        let (succ, err) = std::mem::take(&mut self.pending);
         crate::proto::HostCallResult {
             ip: s.host.ip,
             port: s.host.port,

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod mariadb;
+pub mod system;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
