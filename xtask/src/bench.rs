@@ -22,7 +22,8 @@
 //! datagrams with at most W outstanding per socket, where a lost one is an error; CPU per datagram
 //! is over the whole run. Then 7o drives both servers open loop at twice the median rate the first
 //! server reached in 7 (one offered rate for all, so their loss rates compare), and reports the
-//! loss rate over the datagrams sent inside the window.
+//! loss rate over the datagrams sent inside the window, split by where the kernel dropped them (the
+//! server's socket, or the client's: the latter is the client falling behind, not the server).
 //!
 //! A full run writes `bench/RESULTS.md`; `--quick` (1 round, short windows, 1,000 idle
 //! connections, for CI: no thresholds) writes `target/bench/quick-results.md` instead.
@@ -303,6 +304,8 @@ enum Metric {
     Lost,
     Offered,
     LossRate,
+    ServerDropRate,
+    ClientDropRate,
 }
 
 impl Metric {
@@ -321,6 +324,8 @@ impl Metric {
             Metric::Lost => "lost",
             Metric::Offered => "offered datagrams/s",
             Metric::LossRate => "loss rate",
+            Metric::ServerDropRate => "of which dropped at the server's socket",
+            Metric::ClientDropRate => "of which dropped at the client's sockets",
         }
     }
 
@@ -333,6 +338,8 @@ impl Metric {
             Metric::Lost => "lost",
             Metric::Offered => "offered_per_s",
             Metric::LossRate => "loss_rate",
+            Metric::ServerDropRate => "server_drop_rate",
+            Metric::ClientDropRate => "client_drop_rate",
             Metric::MbPerS => "mb_per_s",
             Metric::RssKib => "server_rss_kib",
             Metric::BytesPerIdle => "",
@@ -362,7 +369,9 @@ impl Metric {
             Metric::RssKib => format!("{:.1} MiB", v / 1024.0),
             Metric::BytesPerIdle => format!("{v:.0} B"),
             Metric::Lost => format!("{v:.0}"),
-            Metric::LossRate => format!("{:.2}%", v * 100.0),
+            Metric::LossRate | Metric::ServerDropRate | Metric::ClientDropRate => {
+                format!("{:.2}%", v * 100.0)
+            }
         }
     }
 }
@@ -473,7 +482,13 @@ fn open_loop(rate: f64, of: &str) -> Scenario {
         id: "7o",
         title: format!("UDP open loop at 2x {of}'s rate in 7 ({}/s), {UDP_SOCKETS} sockets, 64 B", si(rate)),
         args: strings(&["--udp", "--connections", &UDP_SOCKETS.to_string(), "--rate", &rate.to_string()]),
-        metrics: &[Metric::Offered, Metric::Datagrams, Metric::LossRate],
+        metrics: &[
+            Metric::Offered,
+            Metric::Datagrams,
+            Metric::LossRate,
+            Metric::ServerDropRate,
+            Metric::ClientDropRate,
+        ],
         udp: true,
         messages: None,
     }

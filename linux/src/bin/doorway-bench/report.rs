@@ -452,8 +452,11 @@ impl Report {
                 c.reply_timeout.as_secs_f64(),
                 d.client_drops
             );
+            // Where losses happened, as shares of the requests sent.
+            let share = |n: u64| if d.sent == 0 { 0.0 } else { n as f64 / d.sent as f64 };
+            let _ = write!(s, ",\"client_drop_rate\":{:.6}", share(d.client_drops));
             if let Some(n) = self.server_drops {
-                let _ = write!(s, ",\"server_drops\":{n}");
+                let _ = write!(s, ",\"server_drops\":{n},\"server_drop_rate\":{:.6}", share(n));
             }
         }
         if let Some(cpu) = self.server_cpu_ns {
