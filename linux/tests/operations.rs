@@ -35,6 +35,8 @@ const FLAGS: &[&str] = &[
     "--log-level",
     "--on-panic",
     "--memory-limit",
+    // The binary's own flag: UDP endpoints (not a setting of the file).
+    "--udp",
     // The durations' old names, still accepted.
     "--idle-timeout-ms",
     "--write-timeout-ms",
@@ -56,6 +58,36 @@ fn help_lists_every_setting() {
     for units in ["<DURATION>", "<BYTES>", "ms, s, m (minutes), h", "KiB, MiB, GiB"] {
         assert!(text.contains(units), "--help does not give the units {units}:\n{text}");
     }
+}
+
+/// `--udp ADDR`, repeated: one `doorway udp on <addr>` line per endpoint after the listening line,
+/// each endpoint answering datagrams while TCP still works.
+#[test]
+fn udp_flag_serves_endpoints_beside_tcp() {
+    let server = spawn(&["--udp", "127.0.0.1:0", "--udp", "127.0.0.1:0"]);
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let mut lines = Vec::new();
+    while lines.len() < 2 && std::time::Instant::now() < deadline {
+        lines.extend(server.stdout_lines());
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let endpoints: Vec<SocketAddr> = lines
+        .iter()
+        .map(|l| l.strip_prefix("doorway udp on ").unwrap_or_else(|| panic!("{l:?}")).parse().unwrap())
+        .collect();
+    assert_eq!(endpoints.len(), 2, "{lines:?}");
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(TIMEOUT)).unwrap();
+    for (seq, to) in endpoints.iter().enumerate() {
+        let mut datagram = vec![0u8; 14];
+        doorway_core::frame::encode(&mut datagram, ECHO, seq as u32, b"hi").unwrap();
+        socket.send_to(&datagram, to).unwrap();
+        let mut reply = [0u8; 64];
+        let (n, from) = socket.recv_from(&mut reply).unwrap();
+        assert_eq!((&reply[..n], from), (&datagram[..], *to));
+    }
+    let mut c = Client::connect(server.addr(), TIMEOUT).unwrap();
+    assert_eq!(c.request(ECHO, 1, b"tcp", TIMEOUT).unwrap(), Frame::new(ECHO, 1, b"tcp"));
 }
 
 /// A file in a per-test temporary directory.

@@ -17,6 +17,14 @@
 //! process's own), runs above 10% are flagged, and a full run adds user-space instructions per message counted by callgrind (when
 //! valgrind is installed): a deterministic figure no neighbour can disturb.
 //!
+//! Scenario 7 is UDP: both servers get a `--udp 127.0.0.1:0` endpoint (only for that row, so the
+//! TCP rows run exactly as before) and the bench drives it closed loop, a fixed number of request
+//! datagrams with at most W outstanding per socket, where a lost one is an error; CPU per datagram
+//! is over the whole run. Then 7o drives both servers open loop at twice the median rate the first
+//! server reached in 7 (one offered rate for all, so their loss rates compare), and reports the
+//! loss rate over the datagrams sent inside the window, split by where the kernel dropped them (the
+//! server's socket, or the client's: the latter is the client falling behind, not the server).
+//!
 //! A full run writes `bench/RESULTS.md`; `--quick` (1 round, short windows, 1,000 idle
 //! connections, for CI: no thresholds) writes `target/bench/quick-results.md` instead.
 //!
@@ -41,6 +49,9 @@ const CALLGRIND: &[(&str, u64, u64)] = &[("2", 10_000, 30_000), ("3", 50_000, 15
 
 /// The heading of RESULTS.md's hand-written section, kept when the bench rewrites the file.
 const READING_HEADING: &str = "## Reading these figures";
+
+/// Bound in seconds on one message-count run (scenario 7).
+const UDP_TIMEOUT_S: f64 = 60.0;
 
 /// Share of the window other processes may take on the server's or the client's core before the
 /// run is flagged as disturbed.
@@ -127,6 +138,9 @@ struct ServerSpec {
     program: PathBuf,
     args: Vec<String>,
     banner: &'static str,
+    /// The line that announces a UDP endpoint; with `udp`, the bench targets that endpoint.
+    udp_banner: &'static str,
+    udp: bool,
 }
 
 impl ServerSpec {
@@ -141,6 +155,8 @@ impl ServerSpec {
                 .map(String::from)
                 .collect(),
             banner: "doorway listening on ",
+            udp_banner: "doorway udp on ",
+            udp: false,
         }
     }
 
@@ -150,7 +166,17 @@ impl ServerSpec {
             program: bin.join("doorway-peer"),
             args: vec!["--listen".into(), "127.0.0.1:0".into()],
             banner: "doorway-peer listening on ",
+            udp_banner: "doorway-peer udp on ",
+            udp: false,
         }
+    }
+
+    /// The same server with a UDP endpoint on a port of the OS's choosing, as the bench's target.
+    fn with_udp(&self) -> ServerSpec {
+        let mut spec = self.clone();
+        spec.args.extend(["--udp".to_string(), "127.0.0.1:0".to_string()]);
+        spec.udp = true;
+        spec
     }
 }
 
@@ -187,20 +213,32 @@ impl Server {
         let stdout = child.stdout.take().ok_or("no stdout pipe")?;
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = tx.send(lines.next());
-            // Keep draining so the server never blocks on a full pipe.
-            for _ in lines {}
+            // Every line goes to the channel (nobody listening is fine): the server never blocks
+            // on a full pipe.
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
         });
         let mut server = Server { child, addr: String::new() };
-        let line = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Some(Ok(line))) => line,
-            _ => return Err(format!("{} printed no startup line within 30 s", spec.label).into()),
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let next_line = || {
+            rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .map_err(|_| format!("{} printed no startup line within 30 s", spec.label))
         };
+        let line = next_line()?;
         let rest = line
             .strip_prefix(spec.banner)
             .ok_or_else(|| format!("{}: unexpected startup line {line:?}", spec.label))?;
         server.addr = rest.split_whitespace().next().unwrap_or_default().to_string();
+        if spec.udp {
+            // The endpoint's line follows the listening line (and the metrics line, if any).
+            server.addr = loop {
+                if let Some(addr) = next_line()?.strip_prefix(spec.udp_banner) {
+                    break addr.trim().to_string();
+                }
+            };
+        }
         Ok(server)
     }
 
@@ -244,6 +282,10 @@ struct Scenario {
     title: String,
     args: Vec<String>,
     metrics: &'static [Metric],
+    /// Against the servers' UDP endpoint (see [`ServerSpec::with_udp`]).
+    udp: bool,
+    /// A fixed number of requests instead of a timed window.
+    messages: Option<u64>,
 }
 
 /// A figure read from (or derived from) the bench's JSON line.
@@ -257,6 +299,13 @@ enum Metric {
     MbPerS,
     RssKib,
     BytesPerIdle,
+    Datagrams,
+    CpuPerDatagram,
+    Lost,
+    Offered,
+    LossRate,
+    ServerDropRate,
+    ClientDropRate,
 }
 
 impl Metric {
@@ -270,15 +319,27 @@ impl Metric {
             Metric::MbPerS => "MB/s (each way)",
             Metric::RssKib => "server RSS",
             Metric::BytesPerIdle => "bytes/idle conn",
+            Metric::Datagrams => "datagrams/s answered",
+            Metric::CpuPerDatagram => "server CPU/datagram",
+            Metric::Lost => "lost",
+            Metric::Offered => "offered datagrams/s",
+            Metric::LossRate => "loss rate",
+            Metric::ServerDropRate => "of which dropped at the server's socket",
+            Metric::ClientDropRate => "of which dropped at the client's sockets",
         }
     }
 
     fn json_key(self) -> &'static str {
         match self {
-            Metric::Rate | Metric::ConnRate => "msgs_per_s",
+            Metric::Rate | Metric::ConnRate | Metric::Datagrams => "msgs_per_s",
             Metric::P50 => "p50_ns",
             Metric::P99 => "p99_ns",
-            Metric::CpuPerMsg => "server_cpu_ns_per_msg",
+            Metric::CpuPerMsg | Metric::CpuPerDatagram => "server_cpu_ns_per_msg",
+            Metric::Lost => "lost",
+            Metric::Offered => "offered_per_s",
+            Metric::LossRate => "loss_rate",
+            Metric::ServerDropRate => "server_drop_rate",
+            Metric::ClientDropRate => "client_drop_rate",
             Metric::MbPerS => "mb_per_s",
             Metric::RssKib => "server_rss_kib",
             Metric::BytesPerIdle => "",
@@ -287,7 +348,7 @@ impl Metric {
 
     fn show(self, v: f64) -> String {
         match self {
-            Metric::Rate | Metric::ConnRate => si(v),
+            Metric::Rate | Metric::ConnRate | Metric::Datagrams | Metric::Offered => si(v),
             Metric::P50 | Metric::P99 => {
                 if v < 10_000.0 {
                     format!("{v:.0} ns")
@@ -297,7 +358,7 @@ impl Metric {
                     format!("{:.1} ms", v / 1e6)
                 }
             }
-            Metric::CpuPerMsg => {
+            Metric::CpuPerMsg | Metric::CpuPerDatagram => {
                 if v < 10_000.0 {
                     format!("{v:.0} ns")
                 } else {
@@ -307,6 +368,10 @@ impl Metric {
             Metric::MbPerS => format!("{v:.0}"),
             Metric::RssKib => format!("{:.1} MiB", v / 1024.0),
             Metric::BytesPerIdle => format!("{v:.0} B"),
+            Metric::Lost => format!("{v:.0}"),
+            Metric::LossRate | Metric::ServerDropRate | Metric::ClientDropRate => {
+                format!("{:.2}%", v * 100.0)
+            }
         }
     }
 }
@@ -325,8 +390,13 @@ fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
 }
 
-/// The six workloads of docs/ARCHITECTURE.md#benchmark-targets (5 and 6 in two runs each).
-fn scenarios(idle: usize) -> Vec<Scenario> {
+/// UDP client sockets and requests outstanding per socket (scenarios 7 and 7o).
+const UDP_SOCKETS: usize = 4;
+const UDP_IN_FLIGHT: usize = 16;
+
+/// The six workloads of docs/ARCHITECTURE.md#benchmark-targets (5 and 6 in two runs each), then
+/// UDP closed loop, `udp_messages` request datagrams (7).
+fn scenarios(idle: usize, udp_messages: u64) -> Vec<Scenario> {
     use Metric::*;
     vec![
         Scenario {
@@ -334,44 +404,94 @@ fn scenarios(idle: usize) -> Vec<Scenario> {
             title: "1 conn ping-pong, 64 B".into(),
             args: strings(&["--connections", "1", "--in-flight", "1"]),
             metrics: &[Rate, P50, P99, CpuPerMsg],
+            udp: false,
+            messages: None,
         },
         Scenario {
             id: "2",
             title: "100 conns ping-pong, 64 B".into(),
             args: strings(&["--connections", "100", "--in-flight", "1"]),
             metrics: &[Rate, P99, CpuPerMsg, RssKib],
+            udp: false,
+            messages: None,
         },
         Scenario {
             id: "3",
             title: "100 conns x 16 in flight, 64 B".into(),
             args: strings(&["--connections", "100", "--in-flight", "16"]),
             metrics: &[Rate, P99, CpuPerMsg],
+            udp: false,
+            messages: None,
         },
         Scenario {
             id: "4",
             title: "new connections (connect, echo, close)".into(),
             args: strings(&["--connect-rate", "--connections", "4"]),
             metrics: &[ConnRate, P99, CpuPerMsg],
+            udp: false,
+            messages: None,
         },
         Scenario {
             id: "5",
             title: format!("{idle} idle + 100 active ping-pong"),
             args: strings(&["--connections", "100", "--in-flight", "1", "--idle", &idle.to_string()]),
             metrics: &[Rate, RssKib, BytesPerIdle],
+            udp: false,
+            messages: None,
         },
         Scenario {
             id: "6a",
             title: "1 KiB bodies, 100 conns x 4".into(),
             args: strings(&["--connections", "100", "--in-flight", "4", "--body-size", "1024"]),
             metrics: &[MbPerS, CpuPerMsg],
+            udp: false,
+            messages: None,
         },
         Scenario {
             id: "6b",
             title: "16 KiB bodies, 100 conns x 4".into(),
             args: strings(&["--connections", "100", "--in-flight", "4", "--body-size", "16384"]),
             metrics: &[MbPerS, CpuPerMsg],
+            udp: false,
+            messages: None,
+        },
+        Scenario {
+            id: "7",
+            title: format!(
+                "UDP request/reply, {UDP_SOCKETS} sockets x {UDP_IN_FLIGHT} in flight, 64 B, {} datagrams",
+                si(udp_messages as f64)
+            ),
+            args: strings(&[
+                "--udp",
+                "--connections",
+                &UDP_SOCKETS.to_string(),
+                "--in-flight",
+                &UDP_IN_FLIGHT.to_string(),
+            ]),
+            metrics: &[Datagrams, P99, CpuPerDatagram, Lost],
+            udp: true,
+            messages: Some(udp_messages),
         },
     ]
+}
+
+/// UDP open loop at `rate` datagrams/s (7o): twice the rate `of` reached closed loop in 7.
+fn open_loop(rate: f64, of: &str) -> Scenario {
+    let rate = rate.round();
+    Scenario {
+        id: "7o",
+        title: format!("UDP open loop at 2x {of}'s rate in 7 ({}/s), {UDP_SOCKETS} sockets, 64 B", si(rate)),
+        args: strings(&["--udp", "--connections", &UDP_SOCKETS.to_string(), "--rate", &rate.to_string()]),
+        metrics: &[
+            Metric::Offered,
+            Metric::Datagrams,
+            Metric::LossRate,
+            Metric::ServerDropRate,
+            Metric::ClientDropRate,
+        ],
+        udp: true,
+        messages: None,
+    }
 }
 
 /// One run's JSON line, or why it has none.
@@ -457,7 +577,11 @@ struct Bench {
 impl Bench {
     /// One measurement: a fresh server, one bench run against it, the server stopped.
     fn measure(&mut self, scenario: &Scenario, spec: &ServerSpec) -> Result {
-        let server = Server::start(spec, self.server_cpu, &self.log_dir)?;
+        let server = if scenario.udp {
+            Server::start(&spec.with_udp(), self.server_cpu, &self.log_dir)?
+        } else {
+            Server::start(spec, self.server_cpu, &self.log_dir)?
+        };
         let mut cmd = match self.client_cpu {
             Some(cpu) => {
                 let mut cmd = Command::new("taskset");
@@ -467,13 +591,20 @@ impl Bench {
             None => Command::new(&self.bench_bin),
         };
         cmd.args(["--addr", &server.addr, "--json", "--progress", "0"])
-            .args(["--server-pid", &server.pid().to_string()])
-            .args(["--duration", &self.opts.seconds.to_string(), "--warmup", &self.opts.warmup.to_string()])
-            .args(&scenario.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let budget = Duration::from_secs_f64(self.opts.seconds + self.opts.warmup + 90.0);
+            .args(["--server-pid", &server.pid().to_string()]);
+        match scenario.messages {
+            Some(n) => cmd.args(["--messages", &n.to_string(), "--timeout", &UDP_TIMEOUT_S.to_string()]),
+            None => cmd.args([
+                "--duration",
+                &self.opts.seconds.to_string(),
+                "--warmup",
+                &self.opts.warmup.to_string(),
+            ]),
+        };
+        cmd.args(&scenario.args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let run_s =
+            if scenario.messages.is_some() { UDP_TIMEOUT_S } else { self.opts.seconds + self.opts.warmup };
+        let budget = Duration::from_secs_f64(run_s + 90.0);
         let out = wait_bounded(cmd.spawn()?, budget)?;
         server.stop();
         let json = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -811,8 +942,19 @@ pub fn run(quick: bool, args: &[String]) -> Result {
     }
     main_specs.push(ServerSpec::peer(&bin, peer));
     let labels: Vec<&str> = main_specs.iter().map(|s| s.label.as_str()).collect();
-    let all = scenarios(opts.idle);
+    // CI's quick run keeps the UDP row short too.
+    let udp_messages = if opts.quick { 50_000 } else { 1_000_000 };
+    let mut all = scenarios(opts.idle, udp_messages);
     bench.compare(&all, &main_specs)?;
+    // 7o: every server at one offered rate, twice what the first one answered closed loop.
+    match median(&bench.results.values("7", labels[0], Metric::Datagrams)) {
+        Some(rate) if rate > 0.0 => {
+            let open = open_loop(2.0 * rate, labels[0]);
+            bench.compare(std::slice::from_ref(&open), &main_specs)?;
+            all.push(open);
+        }
+        _ => bench.results.problems.push(format!("scenario 7o: no rate from {} in 7 to double", labels[0])),
+    }
 
     let mut out = String::new();
     let _ = writeln!(out, "# doorway benchmark results\n");
@@ -822,7 +964,8 @@ pub fn run(quick: bool, args: &[String]) -> Result {
         out,
         "- method: `cargo xtask bench{}`: {} round(s) of {} s (+{} s warm-up) per server, alternating; \
          server on cpu0, doorway-bench on cpu1; medians, spread = min..max over rounds; CPU/msg from \
-         /proc utime+stime over the window",
+         /proc utime+stime over the window; UDP rows count request datagrams answered (one in, one \
+         out each), 7 over its whole run, 7o over the requests sent inside the window",
         if opts.quick { " --quick" } else { "" },
         opts.rounds,
         opts.seconds,
@@ -1004,6 +1147,25 @@ mod tests {
         );
         assert_eq!(foreign_share(&s), Some(0.2));
         assert_eq!(foreign_share(&sample("{\"window_s\":2.0}")), None);
+    }
+
+    #[test]
+    fn udp_rows() {
+        let all = scenarios(10, 50_000);
+        let seven = all.iter().find(|s| s.id == "7").unwrap();
+        assert_eq!((seven.udp, seven.messages), (true, Some(50_000)));
+        assert!(all.iter().filter(|s| s.id != "7").all(|s| !s.udp && s.messages.is_none()));
+        let open = open_loop(401_234.4, "doorway fused/1");
+        assert_eq!(open.args[open.args.len() - 2..], ["--rate".to_string(), "401234".to_string()]);
+        assert!(open.title.contains("401.2k/s"), "{}", open.title);
+        assert_eq!(Metric::LossRate.show(0.01234), "1.23%");
+        let s = sample("{\"mode\":\"udp-open\",\"loss_rate\":0.25,\"offered_per_s\":1000.0}");
+        assert_eq!(
+            (s.get(Metric::LossRate.json_key()), s.get(Metric::Offered.json_key())),
+            (Some(0.25), Some(1000.0))
+        );
+        let spec = ServerSpec::peer(Path::new("/bin"), "peer").with_udp();
+        assert!(spec.udp && spec.args.ends_with(&["--udp".to_string(), "127.0.0.1:0".to_string()]));
     }
 
     #[test]

@@ -16,10 +16,15 @@
 //! ERROR 2 and the connection stays open; a header with `length > max_body` gets ERROR 1 and
 //! non-zero `flags` ERROR 3, decided from the header alone, then the connection closes.
 //!
+//! With `--udp ADDR` it also serves datagrams on a tokio `UdpSocket` ([`udp`]), one frame per
+//! datagram, the same subset of kinds.
+//!
 //! Invariant: the decoder never buffers a refused body. It answers the refusal as an item
 //! ([`Inbound::Refused`]) rather than an `Err`, so the connection task can still send the ERROR
 //! frame before it closes (a codec error would end the `Framed` stream with nothing sent).
 #![deny(missing_docs)]
+
+pub mod udp;
 
 use std::io;
 use std::net::SocketAddr;

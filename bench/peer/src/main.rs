@@ -1,18 +1,20 @@
 //! `doorway-peer`: the tokio benchmark peer's command line.
 //!
-//! `doorway-peer [--listen ADDR] [--threads N] [--max-body BYTES]`. Once it accepts it prints
-//! exactly one line to stdout, `doorway-peer listening on <ip:port>` (the real port when port 0 was
-//! asked), the same convention as `doorway`. SIGTERM or SIGINT ends it with status 0; a bad
-//! argument ends it with status 2.
+//! `doorway-peer [--listen ADDR] [--udp ADDR] [--threads N] [--max-body BYTES]`. Once it accepts
+//! it prints `doorway-peer listening on <ip:port>` to stdout (the real port when port 0 was asked),
+//! then, with `--udp`, `doorway-peer udp on <ip:port>`: the same convention as `doorway`. SIGTERM
+//! or SIGINT ends it with status 0; a bad argument ends it with status 2.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: doorway-peer [--listen ADDR] [--threads N] [--max-body BYTES]";
+const USAGE: &str = "usage: doorway-peer [--listen ADDR] [--udp ADDR] [--threads N] [--max-body BYTES]";
 
 struct Args {
     listen: SocketAddr,
+    /// Also answer datagrams on this UDP address.
+    udp: Option<SocketAddr>,
     threads: Option<usize>,
     max_body: u32,
 }
@@ -20,6 +22,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         listen: SocketAddr::from(([127, 0, 0, 1], 7201)),
+        udp: None,
         threads: None,
         max_body: doorway_core::frame::DEFAULT_MAX_BODY,
     };
@@ -28,6 +31,7 @@ fn parse_args() -> Result<Args, String> {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--listen" => args.listen = value()?.parse().map_err(|e| format!("--listen: {e}"))?,
+            "--udp" => args.udp = Some(value()?.parse().map_err(|e| format!("--udp: {e}"))?),
             "--threads" => {
                 let n: usize = value()?.parse().map_err(|e| format!("--threads: {e}"))?;
                 if n == 0 {
@@ -82,11 +86,24 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let udp = match args.udp.map(doorway_peer::udp::bind).transpose() {
+        Ok(udp) => udp,
+        Err(e) => {
+            eprintln!("doorway-peer: cannot bind UDP {:?}: {e}", args.udp);
+            return ExitCode::FAILURE;
+        }
+    };
     let result: std::io::Result<()> = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let local = listener.local_addr()?;
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "doorway-peer listening on {local}")?;
+        if let Some(socket) = udp {
+            let socket = tokio::net::UdpSocket::from_std(socket)?;
+            writeln!(stdout, "doorway-peer udp on {}", socket.local_addr()?)?;
+            // On a worker thread, like the connection tasks.
+            tokio::spawn(doorway_peer::udp::serve(socket, args.max_body));
+        }
         stdout.flush()?;
         drop(stdout);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -1,4 +1,5 @@
-//! The peer binary over real loopback sockets: startup line, echo, ping, errors, shutdown.
+//! The peer binary over real loopback sockets: startup line, echo, ping, errors, shutdown, and the
+//! UDP endpoint (`--udp`).
 //!
 //! Each test starts its own `doorway-peer --listen 127.0.0.1:0`, reads the startup line for the
 //! port, and ends the process by its PID (SIGTERM, checked to exit 0, or kill on failure).
@@ -142,4 +143,57 @@ fn bad_argument_exits_2() {
         .status()
         .unwrap();
     assert_eq!(status.code(), Some(2));
+}
+
+#[test]
+fn udp_endpoint_answers_each_datagram_to_its_source() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_doorway-peer"))
+        .args(["--listen", "127.0.0.1:0", "--udp", "127.0.0.1:0", "--threads", "1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn doorway-peer");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("doorway-peer listening on "), "{first:?}");
+    let second = lines.next().unwrap().unwrap();
+    let udp: SocketAddr = second
+        .strip_prefix("doorway-peer udp on ")
+        .unwrap_or_else(|| panic!("unexpected udp line {second:?}"))
+        .parse()
+        .unwrap();
+    let peer = Peer { child, addr: first["doorway-peer listening on ".len()..].parse().unwrap() };
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let recv = || {
+        let mut buf = [0u8; 2048];
+        let (n, from) = socket.recv_from(&mut buf).unwrap();
+        assert_eq!(from, udp);
+        buf[..n].to_vec()
+    };
+    let roundtrip = |datagram: &[u8]| {
+        socket.send_to(datagram, udp).unwrap();
+        recv()
+    };
+    // A window of echoes in flight: every one answered, each to its own seq.
+    let echoes: Vec<Vec<u8>> =
+        (1..=16u32).map(|seq| frame_bytes(doorway_core::demo::kind::ECHO, seq, &seq.to_be_bytes())).collect();
+    for e in &echoes {
+        socket.send_to(e, udp).unwrap();
+    }
+    for e in &echoes {
+        assert_eq!(&recv(), e);
+    }
+    assert_eq!(roundtrip(&frame_bytes(kind::PING, 20, b"hb")), frame_bytes(kind::PONG, 20, b"hb"));
+    // A datagram longer than its head says is dropped; the next one is still answered.
+    let mut long = frame_bytes(doorway_core::demo::kind::ECHO, 21, b"x");
+    long.push(0);
+    socket.send_to(&long, udp).unwrap();
+    let reply = roundtrip(&frame_bytes(9, 22, b""));
+    let header = Header::parse(&reply).unwrap();
+    assert_eq!((header.kind, header.seq), (kind::ERROR, 22));
+    // TCP still works beside it.
+    let mut stream = peer.connect();
+    stream.write_all(&frame_bytes(doorway_core::demo::kind::ECHO, 1, b"tcp")).unwrap();
+    assert_eq!(read_frame(&mut stream).1, b"tcp");
+    assert!(peer.stop().success());
 }

@@ -14,9 +14,13 @@
 //! The client must not be the bottleneck: steady load runs level-triggered epoll loops
 //! ([`load`]) doing one `read` and one `write` per connection per wake-up, with every buffer
 //! allocated at connect time and replies verified in place. Connect-rate mode ([`connect`]) uses
-//! blocking loops, one per `--connections`.
+//! blocking loops, one per `--connections`. UDP mode ([`udp`]) runs the same shape with connected
+//! datagram sockets in place of connections, batching with `sendmmsg`/`recvmmsg`: closed loop
+//! (`--in-flight` outstanding per socket, none may be lost) or open loop (`--rate`, the loss rate
+//! is the figure).
 //!
-//! Exit status: 0 when every reply verified and nothing failed, 1 otherwise, 2 on bad arguments.
+//! Exit status: 0 when every reply verified and nothing failed (in a UDP closed loop: nothing lost),
+//! 1 otherwise, 2 on bad arguments.
 
 #[path = "doorway-bench/args.rs"]
 mod args;
@@ -28,6 +32,8 @@ mod load;
 mod report;
 #[path = "doorway-bench/sys.rs"]
 mod sys;
+#[path = "doorway-bench/udp.rs"]
+mod udp;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -208,8 +214,15 @@ fn run(cfg: Config) -> Report {
         Stop::Window { .. } => vec![u64::MAX; cfg.connections],
     };
     let n_threads = match cfg.mode {
-        Mode::Load => cfg.threads,
+        Mode::Load | Mode::Udp | Mode::UdpOpen => cfg.threads,
         Mode::ConnectRate => cfg.connections,
+    };
+    // Open loop: each socket's share of the rate, and how long it sends.
+    let open_loop = match (cfg.rate, cfg.stop) {
+        (Some(rate), Stop::Window { warmup, window }) => {
+            Some((rate / cfg.connections as f64, warmup + window))
+        }
+        _ => None,
     };
     let ready = Arc::new(Barrier::new(n_threads + 1));
     let plan_cell: Arc<OnceLock<Plan>> = Arc::new(OnceLock::new());
@@ -220,13 +233,27 @@ fn run(cfg: Config) -> Report {
         let (ready, plan_cell, progress, finished) =
             (Arc::clone(&ready), Arc::clone(&plan_cell), Arc::clone(&progress), Arc::clone(&finished));
         let request = Arc::clone(&request);
-        let (addr, mode, in_flight) = (cfg.addr, cfg.mode, cfg.in_flight);
+        let (addr, mode, in_flight, reply_timeout) = (cfg.addr, cfg.mode, cfg.in_flight, cfg.reply_timeout);
         // Round-robin share of the connections (or the connect loops' quotas).
         let my_quotas: Vec<u64> = quotas.iter().copied().skip(t).step_by(n_threads).collect();
         let handle = std::thread::Builder::new().name(format!("bench-{t}")).spawn(move || {
             let stats = match mode {
                 Mode::Load => {
                     let worker = load::Worker { request, in_flight, quotas: my_quotas, progress };
+                    let connected = worker.connect(addr);
+                    ready.wait();
+                    ready.wait();
+                    connected.run(plan_cell.get().expect("the plan is set before the second barrier"))
+                }
+                Mode::Udp | Mode::UdpOpen => {
+                    let worker = udp::Worker {
+                        request,
+                        in_flight,
+                        quotas: my_quotas,
+                        progress,
+                        reply_timeout,
+                        open_loop,
+                    };
                     let connected = worker.connect(addr);
                     ready.wait();
                     ready.wait();
@@ -265,8 +292,14 @@ fn run(cfg: Config) -> Report {
     // Cores the server and this process are pinned to, to measure what else ran on them.
     let server_core = pid.and_then(|p| Some((p, report::pinned_cpu(&p.to_string())?)));
     let client_core = report::pinned_cpu("self");
-    let sample = || (pid.and_then(ServerSample::read), CoreSample::read(server_core, client_core));
-    let (window, (first, cores0), (last, cores1)) = match cfg.stop {
+    // UDP: the kernel's drop count at the server's socket, when it is on this machine.
+    let udp_port = matches!(cfg.mode, Mode::Udp | Mode::UdpOpen).then_some(cfg.addr.port());
+    let server_drops = || udp_port.and_then(report::udp_drops);
+    let sample = || {
+        let drops = server_drops();
+        (pid.and_then(ServerSample::read), CoreSample::read(server_core, client_core), drops)
+    };
+    let (window, (first, cores0, drops0), (last, cores1, drops1)) = match cfg.stop {
         Stop::Window { .. } => {
             wait_until(plan.instant(plan.measure_from), &mut progress_line, &all_done);
             let first = sample();
@@ -300,7 +333,9 @@ fn run(cfg: Config) -> Report {
         ),
         _ => (None, None, None),
     };
+    let server_drops = drops0.zip(drops1).map(|(a, b)| b.saturating_sub(a));
     Report {
+        server_drops,
         config: cfg,
         stats,
         window,
@@ -376,7 +411,7 @@ fn main() -> ExitCode {
     } else {
         print!("{}", report.human());
     }
-    if report.stats.errors.total() > 0 || report.stats.total == 0 {
+    if report.failures() > 0 || report.stats.total == 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

@@ -1,19 +1,38 @@
 //! `doorway`: the access server binary (thin: parse, configure logging, serve the demo service).
 //!
-//! Prints `doorway listening on <addr> (model=<m> shards=<n>)` once accepting (and the metrics
-//! line when asked), logs to stderr, drains on SIGTERM/SIGINT and exits 0. An invalid
-//! configuration exits 2.
+//! Prints `doorway listening on <addr> (model=<m> shards=<n>)` once accepting, then the metrics
+//! line when asked, then `doorway udp on <addr>` for each `--udp` endpoint (in the order given,
+//! with the real port when port 0 was asked); logs to stderr, drains on SIGTERM/SIGINT and exits 0.
+//! An invalid configuration exits 2.
+//!
+//! `--udp ADDR` is a flag of this binary, not a [`Config`](doorway_linux::Config) setting: it is
+//! repeatable (one endpoint each), and endpoints are a [`Builder`](doorway_linux::Builder) matter
+//! (`Builder::udp`), so the settings file knows nothing of them.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
 use doorway_core::demo::Demo;
 use doorway_linux::{Cli, Server};
 
+/// doorway access server: PROTOCOL.md over TCP (and UDP with --udp), demo service.
+#[derive(Debug, Parser)]
+#[command(name = "doorway", version)]
+struct Args {
+    // Every setting of `Config`, and `--config FILE`.
+    #[command(flatten)]
+    cli: Cli,
+    /// Also serve on a UDP endpoint at ADDR (port 0 lets the OS choose): each datagram is one
+    /// frame, its reply goes back to its source. Repeat for more endpoints.
+    #[arg(long = "udp", value_name = "ADDR")]
+    udp: Vec<SocketAddr>,
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let cfg = match cli.into_config() {
+    let args = Args::parse();
+    let cfg = match args.cli.into_config() {
         Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("doorway: {e}");
@@ -21,7 +40,8 @@ fn main() -> ExitCode {
         }
     };
     env_logger::Builder::new().filter_level(cfg.log_level.filter()).target(env_logger::Target::Stderr).init();
-    let running = match Server::builder().config(cfg.clone()).handle_signals(true).start(Demo) {
+    let builder = args.udp.iter().fold(Server::builder(), |builder, &addr| builder.udp(addr));
+    let running = match builder.config(cfg.clone()).handle_signals(true).start(Demo) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("doorway: cannot start: {e}");
@@ -38,6 +58,9 @@ fn main() -> ExitCode {
     );
     if let Some(m) = running.metrics_addr() {
         let _ = writeln!(out, "doorway metrics on http://{m}/metrics");
+    }
+    for addr in running.udp_addrs() {
+        let _ = writeln!(out, "doorway udp on {addr}");
     }
     let _ = out.flush();
     drop(out);

@@ -1,7 +1,9 @@
 //! Command line of `doorway-bench`, parsed once into a validated [`Config`].
 //!
 //! Every run is bounded in time: a duration run stops sending at the end of its window and waits
-//! at most [`DRAIN`] for the replies still owed; a message-count run stops at `--timeout`.
+//! at most [`DRAIN`] for the replies still owed; a message-count run stops at `--timeout`. In UDP
+//! mode every request also has its own bound, `--reply-timeout`: past it the request is lost (there
+//! is no retransmission), so a dropped datagram is counted, never waited for.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -19,17 +21,21 @@ const MAX_BODY: usize = 16 << 20;
 /// Opens `--connections` connections, keeps `--in-flight` ECHO requests outstanding on each (1 =
 /// ping-pong), verifies every reply (kind, seq, body) and reports messages/s, latency percentiles
 /// and errors by kind. `--connect-rate` measures new connections per second instead (connect, one
-/// echo, close). Exit status: 0 with no errors, 1 with errors, 2 on bad arguments.
+/// echo, close). `--udp` sends datagrams instead, one frame each, from `--connections` sockets:
+/// closed loop with `--in-flight` requests outstanding per socket (a lost one is an error), or open
+/// loop at `--rate` datagrams/s (the loss rate is the figure). Exit status: 0 with no errors, 1
+/// with errors, 2 on bad arguments.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "doorway-bench", version)]
 pub struct Args {
     /// Server address.
     #[arg(long, default_value = "127.0.0.1:7200")]
     pub addr: SocketAddr,
-    /// Active connections (in --connect-rate mode: concurrent connect loops).
+    /// Active connections (in --connect-rate mode: concurrent connect loops; with --udp: client
+    /// sockets).
     #[arg(long, default_value_t = 1)]
     pub connections: usize,
-    /// Requests outstanding per connection; 1 is ping-pong.
+    /// Requests outstanding per connection (per socket with --udp); 1 is ping-pong.
     #[arg(long, default_value_t = 1)]
     pub in_flight: usize,
     /// Body bytes per request.
@@ -50,6 +56,16 @@ pub struct Args {
     /// Measure new connections per second: connect, one echo, close, repeat.
     #[arg(long)]
     pub connect_rate: bool,
+    /// `--addr` is a UDP endpoint: each request and reply is one datagram.
+    #[arg(long, conflicts_with_all = ["connect_rate", "idle"])]
+    pub udp: bool,
+    /// With --udp: open loop, sending this many datagrams per second in all (spread evenly over
+    /// the sockets) for the run's duration whatever comes back; reports the loss rate.
+    #[arg(long, requires = "udp", conflicts_with = "messages")]
+    pub rate: Option<f64>,
+    /// With --udp: seconds a request waits for its reply before it counts as lost.
+    #[arg(long, default_value_t = 1.0)]
+    pub reply_timeout: f64,
     /// Extra idle connections held open for the whole run (each does one echo first).
     #[arg(long, default_value_t = 0)]
     pub idle: usize,
@@ -74,6 +90,10 @@ pub enum Mode {
     Load,
     /// Connect, one echo, close, repeat.
     ConnectRate,
+    /// UDP closed loop: `in_flight` requests outstanding per socket; none may be lost.
+    Udp,
+    /// UDP open loop: a fixed send rate; losses are the measurement.
+    UdpOpen,
 }
 
 /// When a run ends.
@@ -84,6 +104,9 @@ pub enum Stop {
     /// Complete this many requests in all, within `timeout`.
     Messages { total: u64, timeout: Duration },
 }
+
+/// The most datagrams an open-loop run may plan to send (each has an 8-byte send-time slot).
+const MAX_OPEN_LOOP: f64 = 50e6;
 
 /// A validated run configuration.
 #[derive(Debug, Clone)]
@@ -108,6 +131,10 @@ pub struct Config {
     pub server_pid: Option<u32>,
     /// Progress interval (None = off).
     pub progress: Option<Duration>,
+    /// UDP open loop: datagrams per second in all.
+    pub rate: Option<f64>,
+    /// UDP: how long a request waits for its reply before it is lost.
+    pub reply_timeout: Duration,
 }
 
 fn seconds(name: &str, value: f64, max: f64) -> Result<Duration, String> {
@@ -135,7 +162,16 @@ impl Args {
         if self.idle > 100_000 {
             return Err("--idle must be at most 100000".into());
         }
-        let mode = if self.connect_rate { Mode::ConnectRate } else { Mode::Load };
+        let mode = match (self.connect_rate, self.udp, self.rate) {
+            (true, _, _) => Mode::ConnectRate,
+            (false, true, None) => Mode::Udp,
+            (false, true, Some(_)) => Mode::UdpOpen,
+            (false, false, _) => Mode::Load,
+        };
+        let reply_timeout = seconds("--reply-timeout", self.reply_timeout, DRAIN.as_secs_f64())?;
+        if reply_timeout < Duration::from_millis(1) {
+            return Err("--reply-timeout must be at least 0.001 seconds".into());
+        }
         let stop = match self.messages {
             Some(0) => return Err("--messages must be at least 1".into()),
             Some(total) => Stop::Messages { total, timeout: seconds("--timeout", self.timeout, 3600.0)? },
@@ -147,6 +183,20 @@ impl Args {
                 Stop::Window { warmup: seconds("--warmup", self.warmup, 3600.0)?, window }
             }
         };
+        if let (true, Stop::Messages { total, .. }) = (self.udp, stop) {
+            // A socket's seqs must not wrap within a run: a late reply is told apart by its seq.
+            if total / self.connections as u64 >= u64::from(u32::MAX / 2) {
+                return Err("--messages per --connections socket must be below 2^31 with --udp".into());
+            }
+        }
+        if let (Some(rate), Stop::Window { warmup, window }) = (self.rate, stop) {
+            if !(rate.is_finite() && rate >= 1.0) {
+                return Err("--rate must be at least 1 datagram per second".into());
+            }
+            if rate * (warmup + window).as_secs_f64() > MAX_OPEN_LOOP {
+                return Err(format!("--rate times the run's seconds must be at most {MAX_OPEN_LOOP}"));
+            }
+        }
         let progress = seconds("--progress", self.progress, 3600.0)?;
         Ok(Config {
             addr: self.addr,
@@ -159,6 +209,8 @@ impl Args {
             threads: self.threads.min(self.connections),
             server_pid: self.server_pid,
             progress: (!progress.is_zero()).then_some(progress),
+            rate: self.rate,
+            reply_timeout,
         })
     }
 }

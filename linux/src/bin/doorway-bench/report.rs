@@ -4,6 +4,9 @@
 //! Messages and latencies count only replies that arrive inside the measured window; errors count
 //! over the whole run. Server figures come from `/proc/PID/stat` (utime + stime, all threads) and
 //! `/proc/PID/status` (VmRSS) sampled at the window's edges.
+//!
+//! UDP runs add [`Datagrams`]: requests sent, lost and late. A lost request fails a closed-loop run
+//! (it counts in `errors`, [`Report::failures`]); in an open-loop run the loss rate is the figure.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -60,6 +63,38 @@ impl Errors {
     }
 }
 
+/// UDP request accounting (all zero in TCP modes).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Datagrams {
+    /// Requests sent (open loop: those sent inside the measured window).
+    pub sent: u64,
+    /// Of those, requests with no verified reply within the reply timeout.
+    pub lost: u64,
+    /// Replies to a request no longer awaited (after its timeout, or a duplicate).
+    pub late: u64,
+    /// Datagrams the kernel dropped at the client's sockets (full receive buffers, from
+    /// `/proc/net/udp`): replies the client lost, not the server.
+    pub client_drops: u64,
+}
+
+impl Datagrams {
+    fn add(&mut self, other: &Datagrams) {
+        self.sent += other.sent;
+        self.lost += other.lost;
+        self.late += other.late;
+        self.client_drops += other.client_drops;
+    }
+
+    /// Lost over sent (0 when nothing was sent).
+    pub fn loss_rate(&self) -> f64 {
+        if self.sent == 0 {
+            0.0
+        } else {
+            self.lost as f64 / self.sent as f64
+        }
+    }
+}
+
 /// One worker's measurements.
 pub struct Stats {
     /// Replies verified inside the measured window.
@@ -70,6 +105,8 @@ pub struct Stats {
     pub latency: Histogram<u64>,
     /// Errors by kind.
     pub errors: Errors,
+    /// UDP: requests sent, lost and late.
+    pub datagrams: Datagrams,
 }
 
 impl Stats {
@@ -77,7 +114,7 @@ impl Stats {
     pub fn new() -> Stats {
         let latency =
             Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("static histogram bounds are valid");
-        Stats { messages: 0, total: 0, latency, errors: Errors::default() }
+        Stats { messages: 0, total: 0, latency, errors: Errors::default(), datagrams: Datagrams::default() }
     }
 
     /// Adds another worker's measurements.
@@ -87,6 +124,7 @@ impl Stats {
         // Same bounds on both sides, so adding cannot fail.
         let _ = self.latency.add(&other.latency);
         self.errors.add(&other.errors);
+        self.datagrams.add(&other.datagrams);
     }
 }
 
@@ -134,6 +172,19 @@ pub fn process_cpu_ns(pid: &str) -> Option<u64> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some((utime + stime).saturating_mul(1_000_000_000) / sys::clock_ticks_per_second())
+}
+
+/// Datagrams the kernel dropped at the UDP socket bound to local `port` (the `drops` column of
+/// `/proc/net/udp` or `/proc/net/udp6`), if there is one.
+pub fn udp_drops(port: u16) -> Option<u64> {
+    let wanted = format!(":{port:04X}");
+    ["/proc/net/udp", "/proc/net/udp6"].iter().find_map(|path| {
+        let table = std::fs::read_to_string(path).ok()?;
+        table.lines().skip(1).find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(1)?.ends_with(&wanted).then(|| fields.last()?.parse().ok())?
+        })
+    })
 }
 
 /// The one CPU a process (`"self"` or a PID) may run on, if its affinity is a single CPU.
@@ -196,6 +247,9 @@ pub struct Report {
     pub server_rss_kib: Option<u64>,
     /// Time the server's threads waited for a CPU inside the window.
     pub server_wait_ns: Option<u64>,
+    /// UDP: datagrams the kernel dropped at the server's socket inside the window (requests lost
+    /// before the server read them), if the socket is on this machine.
+    pub server_drops: Option<u64>,
     /// CPU time other processes took on the server's core inside the window (if it is pinned).
     pub server_core_foreign_ns: Option<u64>,
     /// CPU time other processes took on the client's core inside the window (if it is pinned).
@@ -206,6 +260,17 @@ impl Report {
     /// Verified replies per second inside the window.
     pub fn rate(&self) -> f64 {
         self.stats.messages as f64 / self.window.as_secs_f64().max(1e-9)
+    }
+
+    /// What fails the run: every error, and in a UDP closed loop every lost request.
+    pub fn failures(&self) -> u64 {
+        let lost = if self.config.mode == Mode::Udp { self.stats.datagrams.lost } else { 0 };
+        self.stats.errors.total() + lost
+    }
+
+    /// UDP open loop: requests sent per second inside the window (the offered load).
+    pub fn offered_rate(&self) -> f64 {
+        self.stats.datagrams.sent as f64 / self.window.as_secs_f64().max(1e-9)
     }
 
     /// Body megabytes (10^6) per second in each direction.
@@ -234,6 +299,10 @@ impl Report {
         let mode = match c.mode {
             Mode::Load => format!("load connections={} in_flight={}", c.connections, c.in_flight),
             Mode::ConnectRate => format!("connect-rate loops={}", c.connections),
+            Mode::Udp => format!("udp sockets={} in_flight={}", c.connections, c.in_flight),
+            Mode::UdpOpen => {
+                format!("udp-open sockets={} rate={:.0}/s", c.connections, c.rate.unwrap_or(0.0))
+            }
         };
         let unit = if c.mode == Mode::ConnectRate { "conns/s" } else { "msgs/s" };
         let _ = writeln!(
@@ -261,14 +330,34 @@ impl Report {
             show_ns(self.quantile(0.999)),
             show_ns(self.stats.latency.max())
         );
+        let d = &self.stats.datagrams;
+        if matches!(c.mode, Mode::Udp | Mode::UdpOpen) {
+            let which = if c.mode == Mode::UdpOpen { " in window" } else { "" };
+            let _ = writeln!(
+                s,
+                "  datagrams {} sent{which} ({:.0}/s), {} lost ({:.3}%), {} late; reply timeout {:.3}s",
+                d.sent,
+                d.sent as f64 / self.window.as_secs_f64().max(1e-9),
+                d.lost,
+                d.loss_rate() * 100.0,
+                d.late,
+                c.reply_timeout.as_secs_f64()
+            );
+            let server = self.server_drops.map_or("n/a".to_string(), |n| n.to_string());
+            let _ = writeln!(
+                s,
+                "  drops     by the kernel: {server} at the server's socket in the window, {} at the client's",
+                d.client_drops
+            );
+        }
         let e = &self.stats.errors;
-        if e.total() == 0 {
+        if self.failures() == 0 {
             let _ = writeln!(s, "  errors    none");
         } else {
             let _ = write!(
                 s,
                 "  errors    {} (connect {}, io {}, closed {}, mismatch {}, timeout {}",
-                e.total(),
+                self.failures(),
                 e.connect,
                 e.io,
                 e.closed,
@@ -277,6 +366,9 @@ impl Report {
             );
             for (code, n) in e.error_frames.iter().enumerate().filter(|(_, n)| **n > 0) {
                 let _ = write!(s, ", ERROR {code}: {n}");
+            }
+            if c.mode == Mode::Udp {
+                let _ = write!(s, ", lost {}", d.lost);
             }
             let _ = writeln!(s, ")");
         }
@@ -311,6 +403,8 @@ impl Report {
         let mode = match c.mode {
             Mode::Load => "load",
             Mode::ConnectRate => "connect-rate",
+            Mode::Udp => "udp",
+            Mode::UdpOpen => "udp-open",
         };
         let mut s = format!(
             "{{\"mode\":\"{mode}\",\"connections\":{},\"in_flight\":{},\"body_size\":{},\"threads\":{},\
@@ -334,7 +428,7 @@ impl Report {
             self.quantile(0.999),
             self.stats.latency.max(),
             if self.stats.latency.is_empty() { 0.0 } else { self.stats.latency.mean() },
-            e.total(),
+            self.failures(),
             e.connect,
             e.io,
             e.closed,
@@ -343,6 +437,27 @@ impl Report {
         );
         for (code, n) in e.error_frames.iter().enumerate() {
             let _ = write!(s, ",\"err_frame_{code}\":{n}");
+        }
+        if matches!(c.mode, Mode::Udp | Mode::UdpOpen) {
+            let d = &self.stats.datagrams;
+            let _ = write!(
+                s,
+                ",\"sent\":{},\"lost\":{},\"late\":{},\"loss_rate\":{:.6},\"offered_per_s\":{:.1},\"reply_timeout_s\":{:.3},\
+                 \"client_drops\":{}",
+                d.sent,
+                d.lost,
+                d.late,
+                d.loss_rate(),
+                self.offered_rate(),
+                c.reply_timeout.as_secs_f64(),
+                d.client_drops
+            );
+            // Where losses happened, as shares of the requests sent.
+            let share = |n: u64| if d.sent == 0 { 0.0 } else { n as f64 / d.sent as f64 };
+            let _ = write!(s, ",\"client_drop_rate\":{:.6}", share(d.client_drops));
+            if let Some(n) = self.server_drops {
+                let _ = write!(s, ",\"server_drops\":{n},\"server_drop_rate\":{:.6}", share(n));
+            }
         }
         if let Some(cpu) = self.server_cpu_ns {
             let _ = write!(s, ",\"server_cpu_ns\":{cpu}");

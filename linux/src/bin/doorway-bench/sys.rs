@@ -1,5 +1,6 @@
-//! The bench's only unsafe code: a minimal level-triggered epoll, the open-file limit, and the
-//! clock-tick rate for reading another process's CPU time from `/proc`.
+//! The bench's only unsafe code: a minimal level-triggered epoll, batched datagram I/O
+//! (`sendmmsg`/`recvmmsg`), the open-file limit, and the clock-tick rate for reading another
+//! process's CPU time from `/proc`.
 //!
 //! The load generator deliberately does not use the server's `sys` module: it must stay an
 //! independent client of the protocol, sharing only the frame codec with the server.
@@ -108,6 +109,105 @@ impl Epoll {
         }
         Ok(n)
     }
+}
+
+/// Most datagrams one [`send_batch`] or [`recv_batch`] moves.
+pub const BATCH: usize = 64;
+
+/// `[T; BATCH]` of a plain C struct, all zero bytes.
+fn zeroed_batch<T: Copy>() -> [T; BATCH] {
+    // SAFETY: only called for libc's `iovec` and `mmsghdr`: plain C structs of integers and raw
+    // pointers, for which all-zero bytes (null pointers, zero lengths) are a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+/// Sends the datagrams laid end to end in `buf`, `len` bytes each (at most [`BATCH`] of them), on
+/// the connected socket `fd` with one `sendmmsg`, without waiting. Returns how many were sent (the
+/// first ones); 0 when the socket's buffer is full.
+pub fn send_batch(fd: RawFd, buf: &[u8], len: usize) -> io::Result<usize> {
+    let count = buf.len().checked_div(len).unwrap_or(0).min(BATCH);
+    if count == 0 {
+        return Ok(0);
+    }
+    let mut iov = zeroed_batch::<libc::iovec>();
+    for (io, chunk) in iov.iter_mut().zip(buf.chunks_exact(len)) {
+        // The kernel only reads through this pointer (sendmmsg does not write the data).
+        *io = libc::iovec { iov_base: chunk.as_ptr() as *mut libc::c_void, iov_len: len };
+    }
+    let mut msgs = zeroed_batch::<libc::mmsghdr>();
+    for (msg, io) in msgs.iter_mut().zip(iov.iter_mut()).take(count) {
+        msg.msg_hdr.msg_iov = io;
+        msg.msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: the first `count` headers each point at one iovec, which points at `len` bytes of
+    // `buf`; `iov`, `msgs` and `buf` outlive the call. No address is given: `fd` is connected.
+    let n = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), count as libc::c_uint, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+            _ => Err(e),
+        };
+    }
+    Ok(n as usize)
+}
+
+/// Receives up to [`BATCH`] datagrams on `fd` with one `recvmmsg`, without waiting, into `buf`'s
+/// slots of `slot` bytes; datagram `i` is `buf[i * slot..][..lens[i]]`. Returns how many arrived;
+/// 0 when none is queued. A datagram longer than a slot is cut to the slot (and so mismatches).
+pub fn recv_batch(fd: RawFd, buf: &mut [u8], slot: usize, lens: &mut [usize; BATCH]) -> io::Result<usize> {
+    let count = buf.len().checked_div(slot).unwrap_or(0).min(BATCH);
+    if count == 0 {
+        return Ok(0);
+    }
+    let mut iov = zeroed_batch::<libc::iovec>();
+    for (io, chunk) in iov.iter_mut().zip(buf.chunks_exact_mut(slot)) {
+        *io = libc::iovec { iov_base: chunk.as_mut_ptr().cast(), iov_len: slot };
+    }
+    let mut msgs = zeroed_batch::<libc::mmsghdr>();
+    for (msg, io) in msgs.iter_mut().zip(iov.iter_mut()).take(count) {
+        msg.msg_hdr.msg_iov = io;
+        msg.msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: the first `count` headers each point at one iovec, which points at its own `slot`
+    // bytes of `buf` (disjoint chunks); `iov`, `msgs` and `buf` outlive the call; no address or
+    // control buffer is asked for; a null timeout is allowed.
+    let n = unsafe {
+        libc::recvmmsg(fd, msgs.as_mut_ptr(), count as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+            _ => Err(e),
+        };
+    }
+    let n = n as usize;
+    for (len, msg) in lens.iter_mut().zip(&msgs).take(n) {
+        *len = msg.msg_len as usize;
+    }
+    Ok(n)
+}
+
+/// Asks for a receive buffer of `bytes` on socket `fd` (the kernel caps it at
+/// `net.core.rmem_max`).
+pub fn set_recv_buffer(fd: RawFd, bytes: usize) -> io::Result<()> {
+    let size = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `size` outlives the call and its length is passed with it; `fd` is checked by the
+    // kernel.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Raises the soft open-file limit to the hard one; returns the limit now in force.

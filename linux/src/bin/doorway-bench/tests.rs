@@ -1,7 +1,8 @@
 //! The load generator against small in-process servers on 127.0.0.1:0: a correct one (a byte
 //! echo is a valid ECHO server), one that corrupts a reply, one that answers ERROR, one that never
 //! answers and one that hangs up. Each run is short and bounded; the assertions are on what the
-//! report says.
+//! report says. UDP mode runs against a real doorway server (the library, in process) and against
+//! small datagram servers that corrupt, duplicate or drop chosen replies.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -208,6 +209,117 @@ fn bad_arguments_are_refused() {
     assert!(parse(&["--duration", "-1"]).is_err());
     assert!(parse(&["--duration", "1", "--messages", "5"]).is_err());
     assert!(parse(&["--messages", "5"]).is_ok());
+    assert!(parse(&["--rate", "1000"]).is_err(), "--rate needs --udp");
+    assert!(parse(&["--udp", "--connect-rate"]).is_err());
+    assert!(parse(&["--udp", "--idle", "5"]).is_err());
+    assert!(parse(&["--udp", "--rate", "0"]).is_err());
+    assert!(parse(&["--udp", "--rate", "1000", "--messages", "5"]).is_err());
+    assert!(parse(&["--udp", "--reply-timeout", "0"]).is_err());
+    assert!(parse(&["--udp", "--messages", "9000000000", "--connections", "1"]).is_err());
+    assert!(parse(&["--udp", "--rate", "1000", "--duration", "1"]).is_ok());
+}
+
+/// A doorway server (the library, in process) with one UDP endpoint and no TCP listener.
+fn udp_doorway() -> (doorway_linux::Running, SocketAddr) {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let running =
+        doorway_linux::Server::builder().without_tcp().udp(any).start(doorway_core::demo::Demo).unwrap();
+    let addr = running.udp_addrs()[0];
+    (running, addr)
+}
+
+#[test]
+fn udp_closed_loop_against_doorway_loses_nothing() {
+    let (running, addr) = udp_doorway();
+    let report = run(config(
+        addr,
+        &["--udp", "--connections", "3", "--in-flight", "8", "--messages", "30001", "--threads", "2"],
+    ));
+    assert_eq!(report.stats.errors, Errors::default());
+    assert_eq!((report.stats.total, report.stats.messages), (30_001, 30_001));
+    let d = report.stats.datagrams;
+    assert_eq!((d.sent, d.lost, d.late, report.failures()), (30_001, 0, 0, 0));
+    assert_eq!(report.stats.latency.len(), 30_001);
+    let json = report.json();
+    assert!(json.starts_with("{\"mode\":\"udp\",\"connections\":3,\"in_flight\":8,"), "{json}");
+    assert!(json.contains("\"errors\":0,") && json.contains("\"lost\":0,"), "{json}");
+    running.stop();
+    running.wait().unwrap();
+}
+
+#[test]
+fn udp_open_loop_sends_at_its_rate_and_reports_the_loss_rate() {
+    let (running, addr) = udp_doorway();
+    let report = run(config(
+        addr,
+        &["--udp", "--connections", "2", "--rate", "20000", "--duration", "0.5", "--warmup", "0.1"],
+    ));
+    let d = report.stats.datagrams;
+    // 20,000/s for 0.5 s inside the window: 10,000 requests, give or take the edges.
+    assert!((9_900..=10_100).contains(&d.sent), "{d:?}");
+    assert!(d.lost <= d.sent && report.stats.messages == d.sent - d.lost, "{d:?}");
+    assert_eq!(report.stats.errors, Errors::default());
+    // A loss is the measurement here, not a failure.
+    assert_eq!(report.failures(), 0);
+    let json = report.json();
+    assert!(json.starts_with("{\"mode\":\"udp-open\""), "{json}");
+    assert!(json.contains("\"loss_rate\":") && json.contains("\"offered_per_s\":"), "{json}");
+    running.stop();
+    running.wait().unwrap();
+}
+
+/// A datagram server on its own thread: `reply` maps each request to the datagrams sent back.
+fn udp_server(reply: fn(Header, &[u8]) -> Vec<Vec<u8>>) -> SocketAddr {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let Ok(header) = Header::parse(&buf[..n]) else { continue };
+            for out in reply(header, &buf[..n]) {
+                let _ = socket.send_to(&out, from);
+            }
+        }
+    });
+    addr
+}
+
+#[test]
+fn udp_silent_server_loses_every_request_within_the_reply_timeout() {
+    let addr = udp_server(|_, _| Vec::new());
+    let started = Instant::now();
+    let report =
+        run(config(addr, &["--udp", "--in-flight", "2", "--messages", "6", "--reply-timeout", "0.1"]));
+    // Three rounds of two lanes, 0.1 s each, and no retransmission: bounded, every request lost.
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    let d = report.stats.datagrams;
+    assert_eq!((d.sent, d.lost, report.stats.total), (6, 6, 0));
+    assert_eq!(report.failures(), 6, "a closed loop may lose nothing");
+}
+
+#[test]
+fn udp_wrong_duplicate_and_missing_replies_are_told_apart() {
+    // seq 3: a corrupt body; seq 5: answered twice; seq 7: never answered.
+    let addr = udp_server(|header, datagram| {
+        let mut out = datagram.to_vec();
+        match header.seq {
+            3 => {
+                *out.last_mut().unwrap() ^= 0xff;
+                vec![out]
+            }
+            5 => vec![out.clone(), out],
+            7 => Vec::new(),
+            _ => vec![out],
+        }
+    });
+    let report = run(config(
+        addr,
+        &["--udp", "--in-flight", "4", "--messages", "40", "--reply-timeout", "0.2", "--timeout", "5"],
+    ));
+    let (e, d) = (report.stats.errors, report.stats.datagrams);
+    assert_eq!((e.mismatch, d.late, d.lost, d.sent), (1, 1, 1, 40), "{e:?} {d:?}");
+    assert_eq!(report.stats.total, 38);
+    assert_eq!(report.failures(), 2);
 }
 
 #[test]
