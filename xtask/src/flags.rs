@@ -16,6 +16,8 @@ commands:
                                 run the firmware in QEMU with hostfwd 127.0.0.1:P
   flash <board>                 flash a real board with probe-rs (QEMU boards run in QEMU)
   bench [--quick] [-- ARGS]     doorway against the tokio peer, side by side
+  bench-ab BEFORE [AFTER] [--rounds N]
+                                two doorway binaries alternated: did a change keep the speed?
   fuzz <target> [--seconds N]   run a cargo-fuzz target of the frame decoder";
 
 /// One xtask command.
@@ -30,6 +32,7 @@ pub enum Command {
     Qemu { board: String, port: u16, test: bool },
     Flash { board: String },
     Bench { quick: bool, args: Vec<String> },
+    BenchAb { args: Vec<String> },
     Fuzz { target: String, seconds: u64 },
 }
 
@@ -112,6 +115,7 @@ pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Command, String> 
             args.extend(passthrough.iter().cloned());
             Command::Bench { quick, args }
         }
+        "bench-ab" => Command::BenchAb { args: rest.by_ref().chain(passthrough.iter().cloned()).collect() },
         "fuzz" => {
             let target = rest.next().unwrap_or_else(|| "decode".to_string());
             let mut seconds = 30;

@@ -4,6 +4,7 @@
 //! spawns; [`util::run`] prints the command and turns a non-zero exit into an error.
 
 mod bench;
+mod bench_ab;
 mod ci;
 mod flags;
 mod json;
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
         flags::Command::Qemu { board, port, test } => qemu::run(&board, port, test),
         flags::Command::Flash { board } => qemu::flash(&board),
         flags::Command::Bench { quick, args } => bench::run(quick, &args),
+        flags::Command::BenchAb { args } => bench_ab::run(&args),
         flags::Command::Fuzz { target, seconds } => ci::fuzz(&target, seconds),
     };
     match result {
