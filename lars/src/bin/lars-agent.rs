@@ -12,8 +12,17 @@ use std::time::Duration;
 use clap::Parser;
 use doorway_lars::agent::{self, Endpoints};
 use doorway_lars::balance;
-use doorway_linux::config::{at_least, between, SettingsArgs, MAX_TIMEOUT};
+use doorway_linux::config::{at_least, between, Choice, SettingsArgs, MAX_TIMEOUT};
 use doorway_linux::LinkOptions;
+
+/// A switch setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Toggle {
+    /// On.
+    On,
+    /// Off.
+    Off,
+}
 
 doorway_linux::settings! {
     /// What `lars-agent` reads from its flags and its `--config` file.
@@ -49,6 +58,9 @@ doorway_linux::settings! {
         panic_percent: u16 = 50, check between(0, 100);
         /// The most modules the agent holds.
         max_modules: usize = 100_000, check at_least(1);
+        /// Choose among idle nodes by power of two choices on a Peak-EWMA latency cost (the API
+        /// reports latency in ReportRequest field 5) instead of round robin.
+        latency_aware: Toggle as Choice<Toggle> = Toggle::Off;
         /// The first wait before a link reconnects (doubling up to --link-backoff-ceiling).
         link_backoff_floor: Duration = Duration::from_millis(100), check between(Duration::from_millis(1), MAX_TIMEOUT);
         /// The longest wait between a link's reconnects.
@@ -91,6 +103,7 @@ fn main() -> ExitCode {
         report_interval: s.report_interval,
         panic_percent: s.panic_percent as u8,
         max_modules: s.max_modules,
+        latency_aware: s.latency_aware == Toggle::On,
         ..balance::Config::default()
     };
     let links = LinkOptions {
