@@ -18,7 +18,9 @@
 //!   watermark and resumes below the low one; the idle clock stops while paused, and the write
 //!   clock runs from the moment output went above the high watermark until it falls below the low
 //!   one (so output stuck between the watermarks cannot hold a connection forever).
-//! - Closing: no request is read any more (input is discarded); what is owed is flushed.
+//! - Closing: no request is read any more (input is discarded; a slow consumer's is not even read,
+//!   so a flood of closed connections cannot take the CPU from the live ones); what is owed is
+//!   flushed.
 //! - Lingering: the sending side is shut down; input is discarded until the peer's FIN or the
 //!   linger deadline, so no reset destroys replies the peer has not read.
 //! - Dead: the descriptor is closed; the deal role runs `on_close` and frees the slot.
@@ -169,6 +171,8 @@ pub struct ConnState {
     pub over_memory: bool,
     /// The upstream link this connection serves, if the server dialled it.
     pub link: Option<doorway_core::dispatch::LinkId>,
+    /// Closed as a slow consumer: its input is no longer read, not even to discard it.
+    pub ignore_input: bool,
 }
 
 impl Conn {
@@ -201,6 +205,7 @@ impl Conn {
                 timers: Vec::new(),
                 over_memory: false,
                 link: None,
+                ignore_input: false,
             },
         }
     }
@@ -217,6 +222,15 @@ impl Conn {
         let Some(fd) = self.st.fd.as_ref().map(|f| f.as_raw_fd()) else { return 0 };
         match self.st.phase {
             Phase::Dead => 0,
+            Phase::Closing | Phase::Lingering if self.st.ignore_input => {
+                // A slow consumer: its input is not worth reading (it would take the CPU from the
+                // connections being served). The kernel holds the peer back; its FIN or reset ends it.
+                if rdhup {
+                    self.kill(io)
+                } else {
+                    0
+                }
+            }
             Phase::Closing | Phase::Lingering => self.discard_input(io),
             Phase::Open => {
                 if self.st.paused || self.st.held || self.st.refusal.is_some() || self.st.peer_eof {
@@ -375,6 +389,7 @@ impl Conn {
                         log::debug!("{}: slow consumer, closing", self.st.id);
                         self.st.out.discard_unsent(io.out_pool, &io.p.wire);
                         self.inb.clear();
+                        self.st.ignore_input = true;
                         return self.st.begin_close(io, Some((ErrorCode::SlowConsumer, 0)));
                     }
                 }
@@ -562,6 +577,7 @@ impl ConnState {
             log::debug!("{}: slow consumer (output over the hard cap), closing", self.id);
         }
         self.out.discard_unsent(io.out_pool, &io.p.wire);
+        self.ignore_input = true;
         self.begin_close(io, Some((ErrorCode::SlowConsumer, 0)))
     }
 
