@@ -23,10 +23,16 @@ use doorway_linux::{Config, ServiceMetric};
 use crate::store::{DbUrl, StoreError};
 use crate::MsgId;
 
-/// The server settings of a Lars program listening on `port` of 127.0.0.1: the idle timeout off,
-/// everything else doorway's defaults.
+/// The server settings of a Lars program listening on `port` of 127.0.0.1: the idle timeout off
+/// (Lars links send no keepalive), room for as many agents as the open-file limit allows (the server
+/// caps `max_connections` by it), everything else doorway's defaults.
 pub fn lars_server(port: u16) -> Config {
-    Config { listen: SocketAddr::from(([127, 0, 0, 1], port)), idle_timeout: None, ..Config::default() }
+    Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], port)),
+        idle_timeout: None,
+        max_connections: 1 << 20,
+        ..Config::default()
+    }
 }
 
 /// The default database: `sqlite://lars.db`.
