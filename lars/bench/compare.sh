@@ -8,7 +8,10 @@
 # push delay: the unpatched lars_dns crashes on its first push), `cargo build --release -p
 # doorway-lars`, root (a network namespace), taskset. Everything listens on 127.0.0.1 inside the
 # network namespace `larsbench`, so the original's fixed ports (7778, 7779, UDP 8888-8890, MariaDB
-# 3306) meet nothing else running on this machine. Servers are pinned to CPU 0, the client to CPU 1.
+# 3306) meet nothing else running on this machine. Under many requests in flight the servers are
+# pinned to CPU 0 and the client to CPU 1; at one request in flight nothing is pinned: on this
+# 2-vCPU VM a wake-up across CPUs costs tens of microseconds (an IPI and an idle exit), which
+# pinning forces on every round trip and which inflates both sides' CPU per request 2-10x.
 # Every process this script starts is stopped by its PID at the end (the original's stack with its
 # own run.sh stop).
 set -euo pipefail
@@ -34,18 +37,28 @@ LOG=$OUT/results.txt
 log() { printf '[compare %s] %s\n' "$(date +%H:%M:%S)" "$*" | tee -a "$LOG" >&2; }
 in_ns() { ip netns exec "$NS" "$@"; }
 sql() { mariadb --protocol=socket -S "$RUNDIR/mysqld.sock" -uroot -paceld -N -B lars_dns -e "$1"; }
-pin() { for p in "$@"; do taskset -a -p -c "$SERVER_CPU" "$p" > /dev/null; done; }
-client() { # client ARGS...: one lars-bench run on the client's CPU, its output appended to the log
-    echo "# load $(cut -d' ' -f1-3 /proc/loadavg): lars-bench $*" >> "$LOG"
-    in_ns timeout 600 taskset -c "$CLIENT_CPU" "$BENCH" "$@" 2>&1 | tee -a "$LOG" | grep -v '^RESULT' >&2
+PLACE=pinned   # pinned: server threads on SERVER_CPU, client on CLIENT_CPU; free: the scheduler's choice
+place() { # place MODE PID...: every thread of each PID on SERVER_CPU (pinned) or on any CPU (free)
+    PLACE=$1; shift
+    local cpus=$SERVER_CPU; [[ $PLACE == free ]] && cpus=0-$(( $(nproc) - 1 ))
+    for p in "$@"; do taskset -a -p -c "$cpus" "$p" > /dev/null; done
+}
+client() { # client ARGS...: one lars-bench run (on CLIENT_CPU when pinned), its output appended to the log
+    local pin=(taskset -c "$CLIENT_CPU"); [[ $PLACE == free ]] && pin=()
+    echo "# load $(cut -d' ' -f1-3 /proc/loadavg) placement $PLACE: lars-bench $*" >> "$LOG"
+    in_ns timeout 600 "${pin[@]}" "$BENCH" "$@" 2>&1 | tee -a "$LOG" | grep -v '^RESULT' >&2
 }
 
 DW_PIDS=()
 start_dw() { # start_dw NAME ARGS...: a doorway program in the namespace, its PID in $OUT/NAME.pid
     local name=$1; shift
-    in_ns setsid "$REL/$@" < /dev/null > "$OUT/$name.out" 2>&1 &
+    # Not through in_ns (a function would run in a subshell and $! be the subshell): `ip netns
+    # exec` execs the program, so $! is the server itself (checked below).
+    ip netns exec "$NS" "$REL/$1" "${@:2}" < /dev/null > "$OUT/$name.out" 2>&1 &
     echo $! > "$OUT/$name.pid"
     DW_PIDS+=($!)
+    sleep 0.2
+    [[ $(readlink "/proc/$!/exe") == "$REL/$1" ]] || { log "$name: PID $! is not $REL/$1"; exit 1; }
     for _ in $(seq 100); do grep -q 'listening on\|udp on' "$OUT/$name.out" 2>/dev/null && return; sleep 0.1; done
     log "$name did not start:"; cat "$OUT/$name.out" >&2; exit 1
 }
@@ -76,8 +89,9 @@ start_dw dw-dns lars-dns --listen 127.0.0.1:17778 --db "$DB" --log-level warn
 start_dw dw-reporter lars-reporter --listen 127.0.0.1:17779 --db "$DB" --log-level warn
 start_dw dw-agent lars-agent --udp-base 127.0.0.1:18888 --dns 127.0.0.1:17778 --reporter 127.0.0.1:17779 \
     --listen 127.0.0.1:0 --log-level warn
-pin "$(opid lars_dns)" "$(opid lars_reporter)" "$(opid lars_lb_agent)" \
-    "$(cat "$OUT/dw-dns.pid")" "$(cat "$OUT/dw-reporter.pid")" "$(cat "$OUT/dw-agent.pid")"
+servers() { echo "$(opid lars_dns) $(opid lars_reporter) $(opid lars_lb_agent) $(cat "$OUT/dw-dns.pid")" \
+    "$(cat "$OUT/dw-reporter.pid") $(cat "$OUT/dw-agent.pid")"; }
+shape_place() { if [[ $1 == 1 && $2 == 1 ]]; then echo free; else echo pinned; fi; }
 
 side_order() { if (( $1 % 2 )); then echo "doorway original"; else echo "original doorway"; fi; }
 
@@ -85,6 +99,7 @@ side_order() { if (( $1 % 2 )); then echo "doorway original"; else echo "origina
 for r in $(seq "$RUNS"); do
     for shape in "1 1" "8 64"; do
         set -- $shape
+        place "$(shape_place "$@")" $(servers)
         for side in $(side_order "$r"); do
             if [[ $side == doorway ]]; then addr=127.0.0.1:17778 pid=$(cat "$OUT/dw-dns.pid")
             else addr=127.0.0.1:7778 pid=$(opid lars_dns); fi
@@ -98,6 +113,7 @@ done
 for r in $(seq "$RUNS"); do
     for shape in "1 1" "4 16"; do
         set -- $shape
+        place "$(shape_place "$@")" $(servers)
         for side in $(side_order "$r"); do
             if [[ $side == doorway ]]; then base=127.0.0.1:18888 pid=$(cat "$OUT/dw-agent.pid")
             else base=127.0.0.1:8888 pid=$(opid lars_lb_agent); fi
@@ -110,6 +126,8 @@ done
 # 2. lars-reporter: new rows (distinct keys) stored per second, on the same MariaDB; doorway on
 #    SQLite too (a fresh file each run). The original stores a few thousand rows/s, so it is given
 #    fewer rows (the rate is its steady state either way).
+#    Reporters pinned to CPU 0 and the client to CPU 1; MariaDB runs where the scheduler puts it.
+place pinned $(servers)
 DW_ROWS=${LARS_BENCH_DW_ROWS:-300000}
 ORIG_ROWS=${LARS_BENCH_ORIG_ROWS:-60000}
 for r in $(seq "$RUNS"); do
@@ -125,7 +143,7 @@ for r in $(seq "$RUNS"); do
     done
     rm -f "$OUT"/reporter.db*
     start_dw dw-reporter-sqlite lars-reporter --listen 127.0.0.1:17780 --db "sqlite://$OUT/reporter.db" --log-level warn
-    pin "$(cat "$OUT/dw-reporter-sqlite.pid")"
+    place pinned "$(cat "$OUT/dw-reporter-sqlite.pid")"
     client reporter --addr 127.0.0.1:17780 --db "sqlite://$OUT/reporter.db" --rows "$DW_ROWS" \
         --server-pid "$(cat "$OUT/dw-reporter-sqlite.pid")" --label doorway-sqlite
     stop_dw dw-reporter-sqlite
@@ -134,6 +152,7 @@ sql "TRUNCATE TABLE ServerCallStatus"
 
 # 3b. Agent memory with 10,000 modules: routes for (1000..10999, 1), three nodes each, in RouteData
 #     (version bumped, no RouteChange: nothing is pushed). Fresh agents, RSS before and after.
+PLACE=free
 MODS=${LARS_BENCH_MODULES:-10000}
 sql "DELETE FROM RouteData WHERE modid >= 1000;
      INSERT INTO RouteData(modid, cmdid, serverip, serverport)
