@@ -53,3 +53,4 @@ pub use server::{Builder, Handle, Running, Server};
 pub use shard::link::{LinkOptions, LinkStatus};
 pub use shard::{INBOX_CAP_BYTES, SHARD_SHIFT};
 pub use stats::{MetricKind, ServiceMetric};
+pub use sys::lower_thread_priority;

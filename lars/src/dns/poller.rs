@@ -68,6 +68,11 @@ impl Poller {
 
     /// Checks every `check` interval until `stop` says so (a message or the sender dropped).
     pub fn run(mut self, stop: Receiver<()>) {
+        // Reloads build a whole table: on a small machine they must take only the CPU the server's
+        // threads leave over, or queries wait behind them (measured in tests/dns_scale.rs).
+        if let Err(e) = doorway_linux::lower_thread_priority() {
+            log::warn!("the route poller keeps its priority ({e}): reloads may delay queries");
+        }
         loop {
             match stop.recv_timeout(self.check) {
                 Err(RecvTimeoutError::Timeout) => {}

@@ -64,3 +64,12 @@ pub fn write(fd: RawFd, buf: &[u8]) -> std::io::Result<usize> {
     // The kernel reads at most `buf.len()` bytes from memory we borrow.
     syscall!(write(fd, buf.as_ptr().cast(), buf.len())).map(|n| n as usize)
 }
+
+/// Lowers the calling thread's scheduling priority to the lowest (nice 19), so its work (a
+/// service's background reload, say) takes only CPU the server's threads leave over.
+pub fn lower_thread_priority() -> std::io::Result<()> {
+    // SAFETY: `gettid` has no preconditions and cannot fail.
+    let tid = unsafe { libc::gettid() };
+    // `setpriority` takes only integers; on Linux a thread id names that one thread.
+    syscall!(setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19)).map(drop)
+}
