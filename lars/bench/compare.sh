@@ -4,7 +4,8 @@
 #
 #   lars/bench/compare.sh [RUNS] [OUT_DIR]            (default 3 runs, /tmp/lars-bench-results)
 #
-# Needs: the original built by ../shared/lars-original/build.sh (and `build.sh --pushfix` for the
+# Needs: the original built by the original-Lars measuring kit's build.sh ($LARS_ORIGINAL, kept
+# beside the repository; and `build.sh --pushfix` for the
 # push delay: the unpatched lars_dns crashes on its first push), `cargo build --release -p
 # doorway-lars`, root (a network namespace), taskset. Everything listens on 127.0.0.1 inside the
 # network namespace `larsbench`, so the original's fixed ports (7778, 7779, UDP 8888-8890, MariaDB
@@ -19,7 +20,7 @@ set -euo pipefail
 RUNS=${1:-3}
 OUT=${2:-/tmp/lars-bench-results}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-ORIG=${LARS_ORIGINAL:-/work/shared/lars-original}
+ORIG=${LARS_ORIGINAL:?set LARS_ORIGINAL to the original-Lars measuring kit (build.sh, run.sh)}
 PUSHFIX_DNS=${LARS_PUSHFIX_DNS:-/tmp/lars-src-pushfix/lars_dns/bin/lars_dns}
 REL=$ROOT/target/release
 BENCH=$REL/lars-bench
