@@ -22,6 +22,7 @@ pub use crate::Full;
 #[derive(Debug, Default)]
 #[cfg_attr(any(target_arch = "x86_64", target_arch = "aarch64"), repr(align(128)))]
 #[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), repr(align(32)))]
+#[cfg_attr(not(any(target_has_atomic = "32", feature = "portable-atomic")), allow(dead_code))]
 pub(crate) struct CachePadded<T>(pub(crate) T);
 
 impl<T> core::ops::Deref for CachePadded<T> {
