@@ -18,7 +18,10 @@
 //!
 //! On a target without compare-and-swap and without `portable-atomic`, no user of this module is
 //! compiled (the door and the ready queue need CAS), hence the `allow` below.
-#![cfg_attr(not(any(loom, target_has_atomic = "32", feature = "portable-atomic")), allow(dead_code, unused_imports))]
+#![cfg_attr(
+    not(any(loom, target_has_atomic = "32", feature = "portable-atomic")),
+    allow(dead_code, unused_imports)
+)]
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{AtomicUsize, Ordering};
