@@ -37,7 +37,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use doorway_core::dispatch::{Context, LinkId, Outbox, Request, SendError, Service};
 use doorway_core::message_map;
 use doorway_core::wire::Lars;
-use doorway_linux::{LinkOptions, Running, Server, ServiceMetric};
+use doorway_linux::{LinkOptions, Running, ServiceMetric};
 use prost::Message;
 
 use crate::balance::{self, Balancer, ModuleId};
@@ -278,12 +278,9 @@ pub fn start(
     let balancer = Balancer::new(balance.clone())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     let cfg = doorway_linux::Config { shards: 1, idle_timeout: None, ..server };
-    let mut builder = Server::builder()
-        .wire(Lars::default())
-        .config(cfg)
-        .without_tcp()
-        .link_options(links)
-        .handle_signals(signals);
+    let metrics = Metrics::new();
+    let mut builder =
+        crate::service::lars_builder(&cfg, signals, metrics.all()).without_tcp().link_options(links);
     for i in 0..3u16 {
         let port = endpoints.udp_base.port().checked_add(i).ok_or_else(|| {
             std::io::Error::new(
@@ -295,10 +292,6 @@ pub fn start(
     }
     let dns = builder.add_link("lars-dns", endpoints.dns);
     let reporter = builder.add_link("lars-reporter", endpoints.reporter);
-    let metrics = Metrics::new();
-    for m in metrics.all() {
-        builder = builder.metric(m);
-    }
     let agent = Agent {
         balancer: Arc::new(Mutex::new(balancer)),
         dns,

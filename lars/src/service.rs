@@ -17,8 +17,9 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use doorway_core::dispatch::Context;
+use doorway_core::wire::Lars;
 use doorway_linux::config::{Kind, ValueError};
-use doorway_linux::{Config, ServiceMetric};
+use doorway_linux::{Builder, Config, Server, ServiceMetric};
 
 use crate::store::{DbUrl, StoreError};
 use crate::MsgId;
@@ -33,6 +34,17 @@ pub fn lars_server(port: u16) -> Config {
         max_connections: 1 << 20,
         ..Config::default()
     }
+}
+
+/// A server builder for a Lars program: the Lars wire, `server`'s settings, drain on SIGTERM/SIGINT
+/// when `signals`, and `metrics` shown in STATS and on `/metrics`.
+pub fn lars_builder<'m>(
+    server: &Config,
+    signals: bool,
+    metrics: impl IntoIterator<Item = &'m ServiceMetric>,
+) -> Builder<Lars> {
+    let builder = Server::builder().wire(Lars::default()).config(server.clone()).handle_signals(signals);
+    metrics.into_iter().fold(builder, Builder::metric)
 }
 
 /// The default database: `sqlite://lars.db`.

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use doorway_lars::dns::{DnsServer, DnsSettings};
 use doorway_lars::service::lars_server;
 use doorway_lars::store::{self, DbUrl, Module};
-use doorway_lars::{GetRouteRequest, GetRouteResponse, MsgId};
+use doorway_lars::GetRouteResponse;
 use prost::Message as _;
 
 use common::mariadb::Mariadb;
@@ -39,16 +39,6 @@ fn settings(db: &DbUrl, check: Duration) -> DnsSettings {
     }
 }
 
-fn ask(conn: &mut LarsConn, module: Module) {
-    conn.send(MsgId::GetRouteRequest, &GetRouteRequest { modid: module.modid, cmdid: module.cmdid });
-}
-
-fn answer(conn: &mut LarsConn) -> GetRouteResponse {
-    let (msgid, body) = conn.recv().unwrap();
-    assert_eq!(msgid, i32::from(MsgId::GetRouteResponse));
-    GetRouteResponse::decode(&body[..]).unwrap()
-}
-
 fn nodes(response: &GetRouteResponse) -> Vec<String> {
     let mut nodes: Vec<_> = response.host.iter().map(|h| h.to_addr().unwrap().to_string()).collect();
     nodes.sort();
@@ -64,12 +54,12 @@ fn get_route_answers_nodes_and_an_empty_list(db: &DbUrl) {
     store::open(db).unwrap().set_route(M, &[node("192.168.1.101:7001"), node("10.0.0.1:80")]).unwrap();
     let server = DnsServer::start(&settings(db, Duration::from_millis(50)), false).unwrap();
     let mut conn = LarsConn::connect(server.local_addr());
-    ask(&mut conn, M);
-    let response = answer(&mut conn);
+    conn.ask(M);
+    let response = conn.answer();
     assert_eq!((response.modid, response.cmdid), (1, 1));
     assert_eq!(nodes(&response), ["10.0.0.1:80", "192.168.1.101:7001"]);
-    ask(&mut conn, Module { modid: 7, cmdid: 9 });
-    assert_eq!(answer(&mut conn), GetRouteResponse { modid: 7, cmdid: 9, host: vec![] });
+    conn.ask(Module { modid: 7, cmdid: 9 });
+    assert_eq!(conn.answer(), GetRouteResponse { modid: 7, cmdid: 9, host: vec![] });
     assert_eq!(server.metrics().queries.get(), 2);
     stop(server);
 }
@@ -79,17 +69,17 @@ fn a_change_by_the_rule_reaches_only_the_modules_subscribers(db: &DbUrl, edit: &
     let server = DnsServer::start(&settings(db, Duration::from_millis(50)), false).unwrap();
     let mut subscriber = LarsConn::connect(server.local_addr());
     let mut other = LarsConn::connect(server.local_addr());
-    ask(&mut subscriber, M);
-    answer(&mut subscriber);
-    ask(&mut other, Module { modid: 2, cmdid: 2 });
-    answer(&mut other);
+    subscriber.ask(M);
+    subscriber.answer();
+    other.ask(Module { modid: 2, cmdid: 2 });
+    other.answer();
     // What the original's tools write: the node, a RouteChange row, the version, in one transaction.
     edit(
         "INSERT INTO RouteData (modid, cmdid, serverip, serverport) VALUES (1, 1, 167772162, 2); \
          INSERT INTO RouteChange (modid, cmdid, version) VALUES (1, 1, 2); \
          UPDATE RouteVersion SET version = 2 WHERE id = 1;",
     );
-    let pushed = answer(&mut subscriber);
+    let pushed = subscriber.answer();
     assert_eq!(nodes(&pushed), ["10.0.0.1:1", "10.0.0.2:2"]);
     other.stream.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
     let mut byte = [0u8; 1];
@@ -131,10 +121,10 @@ fn a_route_set_reaches_each_of_1000_subscribed_connections_within_2_s_at_the_def
     let server = DnsServer::start(&settings, false).unwrap();
     let mut conns: Vec<LarsConn> = (0..CONNS).map(|_| LarsConn::connect(server.local_addr())).collect();
     for conn in &mut conns {
-        ask(conn, M);
+        conn.ask(M);
     }
     for conn in &mut conns {
-        assert_eq!(nodes(&answer(conn)), ["10.0.0.1:1"]);
+        assert_eq!(nodes(&conn.answer()), ["10.0.0.1:1"]);
         conn.stream.set_nonblocking(true).unwrap();
     }
     let new_route = [node("10.0.0.1:1"), node("10.0.0.3:3")];
@@ -189,13 +179,13 @@ fn a_closed_subscribers_id_never_reaches_the_connection_after_it() {
     let db = dir.sqlite();
     let server = DnsServer::start(&settings(&db, Duration::from_millis(50)), false).unwrap();
     let mut first = LarsConn::connect(server.local_addr());
-    ask(&mut first, M);
-    answer(&mut first);
+    first.ask(M);
+    first.answer();
     drop(first);
     // The next connection may take the same slot and fd; it asks about another module.
     let mut next = LarsConn::connect(server.local_addr());
-    ask(&mut next, Module { modid: 3, cmdid: 3 });
-    answer(&mut next);
+    next.ask(Module { modid: 3, cmdid: 3 });
+    next.answer();
     store::open(&db).unwrap().set_route(M, &[node("10.0.0.1:1")]).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while server.metrics().table_version.get() != 1 {
@@ -225,16 +215,16 @@ fn a_bad_body_closes_only_its_connection_and_an_unknown_msgid_is_skipped() {
         let mut conn = LarsConn::connect(server.local_addr());
         conn.send_raw(&bad);
         assert!(conn.closed_silently(), "{bad:?}: the connection stayed open or got an answer");
-        ask(&mut bystander, M);
-        assert_eq!(nodes(&answer(&mut bystander)), ["10.0.0.1:1"]);
+        bystander.ask(M);
+        assert_eq!(nodes(&bystander.answer()), ["10.0.0.1:1"]);
     }
     assert_eq!(server.metrics().queries.get(), 4);
     assert_eq!(server.bad_requests(), 2, "the two bad bodies are counted (the heads, by the server)");
     let mut conn = LarsConn::connect(server.local_addr());
     conn.send_raw(&raw_frame(99, 3, b"new"));
     conn.send_raw(&raw_frame(3, 0, b""));
-    ask(&mut conn, M);
-    assert_eq!(nodes(&answer(&mut conn)), ["10.0.0.1:1"], "answered after two unknown msgids");
+    conn.ask(M);
+    assert_eq!(nodes(&conn.answer()), ["10.0.0.1:1"], "answered after two unknown msgids");
     stop(server);
 }
 
@@ -284,8 +274,8 @@ fn the_binary_reads_a_toml_file_serves_and_exits_0_on_sigterm() {
     let addr = line.strip_prefix("lars-dns listening on ").and_then(|l| l.split_whitespace().next());
     let addr = addr.unwrap_or_else(|| panic!("first line: {line:?}")).parse().unwrap();
     let mut conn = LarsConn::connect(addr);
-    ask(&mut conn, M);
-    assert_eq!(nodes(&answer(&mut conn)), ["10.0.0.1:7000"]);
+    conn.ask(M);
+    assert_eq!(nodes(&conn.answer()), ["10.0.0.1:7000"]);
     child.term();
     let status = child.wait_for(Duration::from_secs(15)).expect("lars-dns did not exit after SIGTERM");
     assert!(status.success(), "{status}");

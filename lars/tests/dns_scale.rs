@@ -37,7 +37,7 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use doorway_lars::store::{self, DbUrl, Module};
-use doorway_lars::{GetRouteRequest, GetRouteResponse, Head, MsgId, HEAD_LEN};
+use doorway_lars::{GetRouteResponse, Head, MsgId, HEAD_LEN};
 use doorway_testkit::process::proc_status_kib;
 use doorway_testkit::raise_nofile_limit;
 use prost::Message as _;
@@ -59,16 +59,6 @@ fn serial() -> MutexGuard<'static, ()> {
 
 fn node(n: u32) -> SocketAddrV4 {
     SocketAddrV4::new((0x0A00_0000 + n).into(), 7000)
-}
-
-fn ask(conn: &mut LarsConn, module: Module) {
-    conn.send(MsgId::GetRouteRequest, &GetRouteRequest { modid: module.modid, cmdid: module.cmdid });
-}
-
-fn answer(conn: &mut LarsConn) -> GetRouteResponse {
-    let (msgid, body) = conn.recv().unwrap();
-    assert_eq!(msgid, i32::from(MsgId::GetRouteResponse));
-    GetRouteResponse::decode(&body[..]).unwrap()
 }
 
 fn nodes(response: &GetRouteResponse) -> Vec<SocketAddrV4> {
@@ -270,10 +260,10 @@ fn a_route_change_reaches_15000_subscribed_connections_within_1_s_of_its_detecti
         let n = BATCH.min(SUBSCRIBERS - subscribers.len());
         let mut batch: Vec<LarsConn> = (0..n).map(|_| LarsConn::connect(server.addr)).collect();
         for conn in &mut batch {
-            ask(conn, M);
+            conn.ask(M);
         }
         for mut conn in batch {
-            assert_eq!(nodes(&answer(&mut conn)), [node(1)]);
+            assert_eq!(nodes(&conn.answer()), [node(1)]);
             conn.stream.set_nonblocking(true).unwrap();
             subscribers.push(Inbound { conn, buf: Vec::new() });
         }
@@ -392,7 +382,7 @@ fn query_loop(addr: SocketAddr, seed: u64, epoch: Instant, stop: Arc<AtomicBool>
         if let Some(early) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(early);
         }
-        ask(&mut conn, module(n));
+        conn.ask(module(n));
         let (msgid, body) = conn.recv().unwrap();
         let took = due.elapsed();
         assert_eq!(msgid, i32::from(MsgId::GetRouteResponse));
@@ -439,8 +429,8 @@ fn a_reload_of_1_000_000_routes_never_holds_a_query_for_more_than_1_ms() {
     assert_eq!(server.metric("routes"), u64::from(ROUTES));
     let mut watch = LarsConn::connect(server.addr);
     watch.stream.set_read_timeout(Some(RELOAD_LIMIT)).unwrap();
-    ask(&mut watch, WATCH);
-    assert!(answer(&mut watch).host.is_empty());
+    watch.ask(WATCH);
+    assert!(watch.answer().host.is_empty());
 
     let epoch = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
@@ -467,7 +457,7 @@ fn a_reload_of_1_000_000_routes_never_holds_a_query_for_more_than_1_ms() {
         let version = store::open(&db).unwrap().set_route(WATCH, &[node(reload)]).unwrap();
         let committed = epoch.elapsed();
         let (ran_before, waited_before) = server.thread_sched(SHARD_THREAD);
-        let pushed = answer(&mut watch);
+        let pushed = watch.answer();
         let seen = epoch.elapsed();
         let (ran, waited) = server.thread_sched(SHARD_THREAD);
         shard_ran += ran - ran_before;

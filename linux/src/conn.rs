@@ -606,86 +606,96 @@ impl ConnState {
 mod tests {
     use super::*;
 
+    /// A connection on one end of a socket pair, and what `check` needs around it.
+    struct Fixture {
+        conn: Conn,
+        p: Params<doorway_core::wire::V1>,
+        in_pool: Pool,
+        out_pool: Pool,
+        c: Counters,
+        mem: std::sync::Arc<MemoryBudget>,
+        admitted: AtomicUsize,
+        _peer: std::os::unix::net::UnixStream,
+    }
+
+    impl Fixture {
+        fn new(idle_ms: Option<u64>, low: usize) -> Fixture {
+            let (a, peer) = std::os::unix::net::UnixStream::pair().unwrap();
+            Fixture {
+                conn: Conn::new(ConnId::new(0, 0), OwnedFd::from(a), 0),
+                p: Params {
+                    wire: doorway_core::wire::V1::new(1024),
+                    high: 1 << 20,
+                    low,
+                    hard_cap: 4 << 20,
+                    idle_ms,
+                    write_ms: 5000,
+                    linger_ms: 100,
+                },
+                in_pool: Pool::new(true, 4, 0),
+                out_pool: Pool::new(false, 4, 0),
+                c: Counters::default(),
+                mem: MemoryBudget::new(1 << 30, 1),
+                admitted: AtomicUsize::new(1),
+                _peer: peer,
+            }
+        }
+
+        /// `check` at `now` ms.
+        fn check(&mut self, now: u64) -> Sched {
+            let io = Io {
+                mem: &self.mem,
+                admitted: &self.admitted,
+                p: &self.p,
+                in_pool: &self.in_pool,
+                out_pool: &self.out_pool,
+                c: &self.c,
+                now,
+                stopping: false,
+                drain_deadline: u64::MAX,
+            };
+            self.conn.check(&io)
+        }
+
+        fn next_check(&self) -> Option<u64> {
+            self.conn.st.next_check(&self.p)
+        }
+    }
+
     /// The idle check of a connection whose probe read has not run yet (the receive role is
     /// behind, as in the pipeline model on a loaded machine).
     #[test]
     fn an_idle_probe_waiting_for_its_read_is_rechecked_later_not_at_once() {
-        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let mut conn = Conn::new(ConnId::new(0, 0), OwnedFd::from(a), 0);
-        let p = Params {
-            wire: doorway_core::wire::V1::new(1024),
-            high: 1 << 20,
-            low: 1 << 18,
-            hard_cap: 4 << 20,
-            idle_ms: Some(1000),
-            write_ms: 5000,
-            linger_ms: 100,
-        };
-        let (in_pool, out_pool, c) = (Pool::new(true, 4, 0), Pool::new(false, 4, 0), Counters::default());
-        let (mem, admitted) = (MemoryBudget::new(1 << 30, 1), AtomicUsize::new(1));
-        let io = |now| Io {
-            mem: &mem,
-            admitted: &admitted,
-            p: &p,
-            in_pool: &in_pool,
-            out_pool: &out_pool,
-            c: &c,
-            now,
-            stopping: false,
-            drain_deadline: u64::MAX,
-        };
-        assert_eq!(conn.check(&io(1000)), READ, "the idle deadline asks for a probe read first");
+        let mut f = Fixture::new(Some(1000), 1 << 18);
+        assert_eq!(f.check(1000), READ, "the idle deadline asks for a probe read first");
         // The receive role has not run; the deal role looks again much later.
         for now in [1500, 4000] {
-            assert_eq!(conn.check(&io(now)), READ, "no read yet: ask again, do not close");
-            let next = conn.st.next_check(&p).unwrap();
+            assert_eq!(f.check(now), READ, "no read yet: ask again, do not close");
+            let next = f.next_check().unwrap();
             assert!(
                 next > now,
                 "the next check ({next} ms) is due at once at {now} ms: the deal thread spins"
             );
         }
         // Once the read ran and found nothing, the connection is idle.
-        conn.st.idle_probe_read = true;
-        let next = conn.st.next_check(&p).unwrap();
-        assert_ne!(conn.check(&io(next)), READ);
-        assert_eq!(conn.st.phase, Phase::Closing);
+        f.conn.st.idle_probe_read = true;
+        let next = f.next_check().unwrap();
+        assert_ne!(f.check(next), READ);
+        assert_eq!(f.conn.st.phase, Phase::Closing);
     }
 
     /// With the idle timeout off a silent connection arms no check and survives any check, while
     /// the write timeout still closes a connection stuck above the high watermark.
     #[test]
     fn with_the_idle_timeout_off_only_the_write_timeout_closes() {
-        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let mut conn = Conn::new(ConnId::new(0, 0), OwnedFd::from(a), 0);
-        let p = Params {
-            wire: doorway_core::wire::V1::new(1024),
-            high: 1 << 20,
-            low: 0,
-            hard_cap: 4 << 20,
-            idle_ms: None,
-            write_ms: 5000,
-            linger_ms: 100,
-        };
-        let (in_pool, out_pool, c) = (Pool::new(true, 4, 0), Pool::new(false, 4, 0), Counters::default());
-        let (mem, admitted) = (MemoryBudget::new(1 << 30, 1), AtomicUsize::new(1));
-        let io = |now| Io {
-            mem: &mem,
-            admitted: &admitted,
-            p: &p,
-            in_pool: &in_pool,
-            out_pool: &out_pool,
-            c: &c,
-            now,
-            stopping: false,
-            drain_deadline: u64::MAX,
-        };
-        assert_eq!(conn.st.next_check(&p), None, "an idle check was armed with the idle timeout off");
-        assert_eq!(conn.check(&io(u64::MAX / 2)), 0);
-        assert_eq!(conn.st.phase, Phase::Open, "a silent connection was closed with the idle timeout off");
-        conn.st.over_high_since = Some(1000);
-        assert_eq!(conn.st.next_check(&p), Some(6000), "the write timeout's check is still armed");
-        assert_eq!(conn.check(&io(5999)), 0);
-        conn.check(&io(6000));
-        assert_eq!(conn.st.phase, Phase::Closing, "the write timeout no longer closes");
+        let mut f = Fixture::new(None, 0);
+        assert_eq!(f.next_check(), None, "an idle check was armed with the idle timeout off");
+        assert_eq!(f.check(u64::MAX / 2), 0);
+        assert_eq!(f.conn.st.phase, Phase::Open, "a silent connection was closed with the idle timeout off");
+        f.conn.st.over_high_since = Some(1000);
+        assert_eq!(f.next_check(), Some(6000), "the write timeout's check is still armed");
+        assert_eq!(f.check(5999), 0);
+        f.check(6000);
+        assert_eq!(f.conn.st.phase, Phase::Closing, "the write timeout no longer closes");
     }
 }

@@ -365,8 +365,11 @@ fn start<S: Service + Clone + Send + 'static, W: Wire>(
         udp_addrs.push(crate::sys::udp::local_addr(fd.as_raw_fd())?);
         endpoints[i % cfg.shards].push(crate::shard::udp::Endpoint::new(i as u32, fd));
     }
-    if endpoints.iter().any(|e| e.len() > crate::shard::udp::MAX_ENDPOINTS) {
+    if endpoints.iter().any(|e| e.len() > crate::shard::udp::TOKENS.len) {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many UDP endpoints for one shard"));
+    }
+    if shard_links.iter().any(|l| l.len() > crate::shard::link::TOKENS.len) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many links for one shard"));
     }
     let metrics = match cfg.metrics_addr {
         Some(a) => Some(TcpListener::bind(a)?),

@@ -37,11 +37,11 @@ use doorway_core::message_map;
 use doorway_core::slab::ConnId;
 use doorway_core::wire::Lars;
 use doorway_linux::config::{between, MAX_TIMEOUT};
-use doorway_linux::{Config, Handle, Running, Server, ServiceMetric};
+use doorway_linux::{Config, Handle, Running, ServiceMetric};
 use prost::Message as _;
 
 pub use crate::service::StartError;
-use crate::service::{default_db, lars_server, BadInput};
+use crate::service::{default_db, lars_builder, lars_server, BadInput};
 use crate::store::{self, DbUrl, Module};
 use crate::{GetRouteRequest, MsgId};
 use subs::{lock, Registry, Subs};
@@ -210,11 +210,11 @@ impl DnsServer {
         shared.metrics.table_version.set(table.version().max(0) as u64);
         shared.metrics.routes.set(table.routes() as u64);
         drop(table);
-        let mut builder =
-            Server::builder().wire(Lars::default()).config(settings.server.clone()).handle_signals(signals);
-        for metric in shared.metrics.all().into_iter().chain([&shared.bad.metric]) {
-            builder = builder.metric(metric);
-        }
+        let builder = lars_builder(
+            &settings.server,
+            signals,
+            shared.metrics.all().into_iter().chain([&shared.bad.metric]),
+        );
         let service = Dns { shared: shared.clone(), subs: None };
         let running = builder.start(service).map_err(StartError::Server)?;
         let poller = poller::Poller::new(

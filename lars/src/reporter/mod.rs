@@ -37,10 +37,10 @@ use doorway_core::dispatch::{Context, Request, SendError, Service};
 use doorway_core::message_map;
 use doorway_core::wire::Lars;
 use doorway_linux::config::{at_least, between};
-use doorway_linux::{Config, Handle, Running, Server, ServiceMetric};
+use doorway_linux::{Config, Handle, Running, ServiceMetric};
 use prost::Message as _;
 
-use crate::service::{default_db, lars_server, BadInput, StartError};
+use crate::service::{default_db, lars_builder, lars_server, BadInput, StartError};
 use crate::store::{self, DbUrl, Module, StatusRow};
 use crate::{MsgId, ReportStatusRequest};
 use lanes::{lane_of, Lane, Offer};
@@ -226,11 +226,11 @@ impl ReporterServer {
             metrics: ReporterMetrics::default(),
             bad: BadInput::default(),
         });
-        let mut builder =
-            Server::builder().wire(Lars::default()).config(settings.server.clone()).handle_signals(signals);
-        for metric in shared.metrics.all().into_iter().chain([&shared.bad.metric]) {
-            builder = builder.metric(metric);
-        }
+        let builder = lars_builder(
+            &settings.server,
+            signals,
+            shared.metrics.all().into_iter().chain([&shared.bad.metric]),
+        );
         let running = builder
             .start(Reporter { shared: shared.clone(), rows: Vec::new() })
             .map_err(StartError::Server)?;

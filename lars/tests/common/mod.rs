@@ -46,6 +46,23 @@ pub struct LarsConn {
 }
 
 impl LarsConn {
+    /// Sends a GetRouteRequest for `module` (and subscribes to it, on lars-dns).
+    pub fn ask(&mut self, module: doorway_lars::store::Module) {
+        self.send(
+            MsgId::GetRouteRequest,
+            &doorway_lars::GetRouteRequest { modid: module.modid, cmdid: module.cmdid },
+        );
+    }
+
+    /// The next frame, which must be a GetRouteResponse.
+    pub fn answer(&mut self) -> doorway_lars::GetRouteResponse {
+        let (msgid, body) = self.recv().unwrap();
+        assert_eq!(msgid, i32::from(MsgId::GetRouteResponse));
+        <doorway_lars::GetRouteResponse as prost::Message>::decode(&body[..]).unwrap()
+    }
+}
+
+impl LarsConn {
     pub fn connect(addr: SocketAddr) -> LarsConn {
         let stream = TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

@@ -14,6 +14,8 @@ pub(super) enum Hook {
     Start(usize),
     ShardTimer(usize, u32),
     Datagram(u32, Option<u16>),
+    LinkUp(ConnId, doorway_core::dispatch::LinkId),
+    LinkDown(ConnId, doorway_core::dispatch::LinkId),
 }
 
 impl std::fmt::Display for Hook {
@@ -30,6 +32,8 @@ impl std::fmt::Display for Hook {
                 write!(f, "udp endpoint {endpoint}: the handler of kind {kind}")
             }
             Hook::Datagram(endpoint, None) => write!(f, "udp endpoint {endpoint}: a datagram's handling"),
+            Hook::LinkUp(id, link) => write!(f, "{id}: on_link_up ({link})"),
+            Hook::LinkDown(id, link) => write!(f, "{id}: on_link_down ({link})"),
         }
     }
 }
@@ -112,7 +116,7 @@ impl<W: Wire> Shard<W> {
             }
             let mut cx = Cx { shard: self, idx, st: &mut *st, env: &mut *env, io, sched: 0 };
             let ran = match link {
-                Some(link) => self.guarded(io, Hook::Open(id), || service.on_link_up(&mut cx, link)),
+                Some(link) => self.guarded(io, Hook::LinkUp(id, link), || service.on_link_up(&mut cx, link)),
                 None => self.guarded(io, Hook::Open(id), || service.on_open(&mut cx)),
             };
             sched |= cx.sched;
@@ -261,7 +265,8 @@ impl<W: Wire> Shard<W> {
                 self.link_closed(link);
                 if opened {
                     let mut out = ShardCx { shard: self, env: &mut *env, io: &io };
-                    let _ = self.guarded(&io, Hook::Close(id), || service.on_link_down(&mut out, link));
+                    let _ =
+                        self.guarded(&io, Hook::LinkDown(id, link), || service.on_link_down(&mut out, link));
                 }
             }
             None if opened => {

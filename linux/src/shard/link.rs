@@ -37,25 +37,8 @@ use super::*;
 /// A link's failures are logged at most this often (ms); the log line says how many were not.
 pub const LOG_EVERY_MS: u64 = 10_000;
 
-/// Epoll tokens of connecting links: below the UDP endpoints' range.
-const TOKEN_LINK_FIRST: u64 = u64::MAX - 16 - 4096;
-/// Most links one shard may own.
-pub const MAX_LINKS: usize = 4096;
-
-/// The epoll token of this shard's link `i` while it connects.
-pub fn token(i: usize) -> u64 {
-    TOKEN_LINK_FIRST - i as u64
-}
-
-/// Whether `token` is a connecting link's.
-pub fn is_token(token: u64) -> bool {
-    (TOKEN_LINK_FIRST - MAX_LINKS as u64 + 1..=TOKEN_LINK_FIRST).contains(&token)
-}
-
-/// The link index of a link's token.
-pub fn index(token: u64) -> usize {
-    (TOKEN_LINK_FIRST - token) as usize
-}
+/// Epoll tokens of connecting links: the range below the UDP endpoints'.
+pub const TOKENS: TokenRange = TokenRange::below(udp::TOKENS);
 
 /// How links reconnect and how much they hold while down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,10 +201,12 @@ impl<W: Wire> Shard<W> {
                     drop(st);
                     self.link_connected(i, fd, c, touched);
                 }
-                Ok((fd, false)) => match self.epoll.add(fd.as_raw_fd(), epoll::OUT | epoll::ET, token(i)) {
-                    Ok(()) => st.phase = Phase::Connecting { fd, since: now },
-                    Err(e) => self.link_failed(link, &mut st, &e, now, c),
-                },
+                Ok((fd, false)) => {
+                    match self.epoll.add(fd.as_raw_fd(), epoll::OUT | epoll::ET, TOKENS.token(i)) {
+                        Ok(()) => st.phase = Phase::Connecting { fd, since: now },
+                        Err(e) => self.link_failed(link, &mut st, &e, now, c),
+                    }
+                }
                 Err(e) => self.link_failed(link, &mut st, &e, now, c),
             }
         }

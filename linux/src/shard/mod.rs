@@ -93,6 +93,33 @@ pub const TOKEN_WAKE: u64 = u64::MAX - 2;
 /// Epoll token of the signalfd.
 pub const TOKEN_SIGNAL: u64 = u64::MAX - 3;
 
+/// A block of epoll tokens counting down from `first`, one per item of a shard's list (UDP
+/// endpoints, connecting links): far above any connection's token, below the fixed ones.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenRange {
+    first: u64,
+    /// How many items the range has room for.
+    pub len: usize,
+}
+
+impl TokenRange {
+    /// The range of the same size just below `other`.
+    pub const fn below(other: TokenRange) -> TokenRange {
+        TokenRange { first: other.first - other.len as u64, len: other.len }
+    }
+
+    /// The token of item `i`.
+    pub fn token(&self, i: usize) -> u64 {
+        self.first - i as u64
+    }
+
+    /// The item of `token`, if the token is in this range.
+    pub fn index(&self, token: u64) -> Option<usize> {
+        let i = self.first.checked_sub(token)?;
+        (i < self.len as u64).then_some(i as usize)
+    }
+}
+
 /// (shard, slot) of a global connection index.
 pub fn split_index(global: usize) -> (usize, u32) {
     (global >> SHARD_SHIFT, (global & LOCAL_MASK) as u32)
@@ -360,7 +387,7 @@ impl<W: Wire> Shard<W> {
             epoll.add(listener.as_raw_fd(), epoll::IN | epoll::ET, TOKEN_LISTENER)?;
         }
         for (i, endpoint) in udp.iter().enumerate() {
-            epoll.add(endpoint.raw(), epoll::IN | epoll::ET, udp::token(i))?;
+            epoll.add(endpoint.raw(), epoll::IN | epoll::ET, udp::TOKENS.token(i))?;
         }
         epoll.add(timer.raw(), epoll::IN | epoll::ET, TOKEN_TIMER)?;
         epoll.add(wakers.monitor.raw(), epoll::IN | epoll::ET, TOKEN_WAKE)?;

@@ -21,13 +21,6 @@ impl<W: Wire> Shard<W> {
                 }
             }
             TOKEN_WAKE => self.monitor_waker.drain(),
-            token if link::is_token(token) => self.link_event(link::index(token), c, touched),
-            token if udp::is_token(token) => {
-                if let Some(endpoint) = self.udp.get(udp::index(token)) {
-                    endpoint.ready.store(true, Ordering::Release);
-                    *touched |= DEAL;
-                }
-            }
             TOKEN_SIGNAL => {
                 if let Some(sig) = &self.signal {
                     while let Some(signo) = sig.read() {
@@ -37,6 +30,16 @@ impl<W: Wire> Shard<W> {
                 }
             }
             token => {
+                if let Some(i) = link::TOKENS.index(token) {
+                    return self.link_event(i, c, touched);
+                }
+                if let Some(i) = udp::TOKENS.index(token) {
+                    if let Some(endpoint) = self.udp.get(i) {
+                        endpoint.ready.store(true, Ordering::Release);
+                        *touched |= DEAL;
+                    }
+                    return;
+                }
                 let id = ConnId::from_u64(token);
                 let idx = id.index() as u32;
                 if self.gens.get(id.index()).map(|g| g.load(Ordering::Acquire)) != Some(id.generation()) {

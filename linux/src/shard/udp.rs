@@ -21,24 +21,7 @@ use crate::sys::udp::{RecvBatch, SendBatch, MAX_BATCH};
 pub const PASS_BATCHES: usize = 8;
 
 /// Epoll tokens of UDP endpoints: below the fixed tokens, far above any connection's.
-const TOKEN_UDP_FIRST: u64 = u64::MAX - 16;
-/// Most UDP endpoints one shard may own.
-pub const MAX_ENDPOINTS: usize = 4096;
-
-/// The epoll token of this shard's endpoint `i`.
-pub fn token(i: usize) -> u64 {
-    TOKEN_UDP_FIRST - i as u64
-}
-
-/// Whether `token` is an endpoint's.
-pub fn is_token(token: u64) -> bool {
-    (TOKEN_UDP_FIRST - MAX_ENDPOINTS as u64 + 1..=TOKEN_UDP_FIRST).contains(&token)
-}
-
-/// The endpoint index of an endpoint's token.
-pub fn index(token: u64) -> usize {
-    (TOKEN_UDP_FIRST - token) as usize
-}
+pub const TOKENS: TokenRange = TokenRange { first: u64::MAX - 16, len: 4096 };
 
 /// One bound UDP socket and its readiness flag.
 pub struct Endpoint {
