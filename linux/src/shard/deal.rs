@@ -131,10 +131,11 @@ impl<W: Wire> Shard<W> {
             let wire = &io.p.wire;
             while inb.has_frames() && st.phase == Phase::Open && st.out.len() <= io.p.high && !st.held {
                 let bytes = inb.frames();
-                // The receive role cut these bytes already: a whole, valid frame is at their head.
-                let Cut::Frame(len) = wire.cut(bytes) else { break };
+                // The receive role cut these bytes already: a whole, valid frame is at their head,
+                // so its head alone gives its length (cutting it again cost a second parse).
                 let head = wire.head(bytes);
-                let body = &bytes[W::HEAD_LEN..len];
+                let len = W::HEAD_LEN + head.body_len;
+                let Some(body) = bytes.get(W::HEAD_LEN..len) else { break };
                 let mut cx = Cx { shard: self, idx, st: &mut *st, env: &mut *env, io, sched: 0 };
                 let ctl = self
                     .guarded(io, Hook::Frame(id, head.kind), || wire.handle(service, &mut cx, head, body));
