@@ -529,7 +529,7 @@ fn the_originals_qps_example_against_doorways_agent(original: &Original) -> Stri
 
     // Its own view: calls every second in every thread, no error.
     assert!(
-        !stdout.iter().chain(&stderr).any(|l| l.contains("get error") || l.contains("error")),
+        !stdout.iter().chain(&stderr).any(|l| l.contains("error")), // "get error", "message ID error!", ...
         "qps reported errors:\n{}",
         output()
     );
