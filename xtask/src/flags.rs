@@ -12,6 +12,9 @@ commands:
   linux-server [-- ARGS]        build the server in release mode and run it (ARGS go to `doorway`)
   lars [--db URL] [--smoke]     lars-dns, lars-reporter and lars-agent on a fresh SQLite demo
                                 database (or URL); --smoke checks a query and a clean stop
+  lars-interop                  doorway's Lars programs against the original C++ Lars and back
+                                (lars/tests/original_programs.rs) in a private network namespace;
+                                needs root and LARS_ORIGINAL_SRC, or LARS_ORIGINAL + LARS_MIRROR
   qemu [--board B] [--port P] [--test]
                                 run the firmware in QEMU with hostfwd 127.0.0.1:P
   flash <board>                 flash a real board with probe-rs (QEMU boards run in QEMU)
@@ -29,6 +32,7 @@ pub enum Command {
     Ci { job: String },
     LinuxServer { args: Vec<String> },
     Lars { db: Option<String>, smoke: bool },
+    LarsInterop,
     Qemu { board: String, port: u16, test: bool },
     Flash { board: String },
     Bench { quick: bool, args: Vec<String> },
@@ -86,6 +90,7 @@ pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Command, String> 
             }
             Command::Lars { db, smoke }
         }
+        "lars-interop" => Command::LarsInterop,
         "qemu" => {
             let (mut board, mut port, mut test) = (DEFAULT_BOARD.to_string(), DEFAULT_QEMU_PORT, false);
             while let Some(a) = rest.next() {

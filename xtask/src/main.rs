@@ -9,6 +9,7 @@ mod ci;
 mod flags;
 mod json;
 mod lars;
+mod lars_interop;
 mod qemu;
 mod server;
 mod setup;
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
         flags::Command::Ci { job } => ci::job(&job),
         flags::Command::LinuxServer { args } => server::run(&args),
         flags::Command::Lars { db, smoke } => lars::run(db, smoke),
+        flags::Command::LarsInterop => lars_interop::run(),
         flags::Command::Qemu { board, port, test } => qemu::run(&board, port, test),
         flags::Command::Flash { board } => qemu::flash(&board),
         flags::Command::Bench { quick, args } => bench::run(quick, &args),

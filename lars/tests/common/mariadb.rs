@@ -21,8 +21,10 @@ use mysql::prelude::Queryable;
 
 use super::{Child, TempDir};
 
-const USER: &str = "lars";
-const PASSWORD: &str = "lars-test";
+/// The user the harness creates (all privileges, from 127.0.0.1).
+pub const USER: &str = "lars";
+/// Its password.
+pub const PASSWORD: &str = "lars-test";
 const START_LIMIT: Duration = Duration::from_secs(60);
 
 /// A running MariaDB of this test.
@@ -76,9 +78,28 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A free TCP port of 127.0.0.1 below 32768: the original Lars programs read their ports into a
+/// C `short`, so a larger one (every ephemeral port) turns negative on its way to the client library.
+pub fn free_low_port() -> u16 {
+    let start = 20_000 + (std::process::id() % 10_000) as u16;
+    (start..32_768)
+        .chain(20_000..start)
+        .find(|&port| TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("no free TCP port below 32768")
+}
+
 impl Mariadb {
     /// Installs (if needed), initialises and starts a server; returns once it answers.
     pub fn start() -> Mariadb {
+        Self::start_on(free_port())
+    }
+
+    /// The same on a port below 32768, which the original Lars programs can reach.
+    pub fn start_for_original() -> Mariadb {
+        Self::start_on(free_low_port())
+    }
+
+    fn start_on(port: u16) -> Mariadb {
         let (mariadbd, install_db) = programs();
         let dir = TempDir::new("mariadb");
         let data = dir.0.join("data");
@@ -94,7 +115,6 @@ impl Mariadb {
         let out = install.stdin(Stdio::null()).output().unwrap();
         assert!(out.status.success(), "mariadb-install-db: {}", String::from_utf8_lossy(&out.stderr));
 
-        let port = free_port();
         let socket = dir.0.join("mariadb.sock");
         let mut server = Command::new(mariadbd);
         server
@@ -137,6 +157,21 @@ impl Mariadb {
              GRANT ALL PRIVILEGES ON *.* TO '{USER}'@'127.0.0.1'; FLUSH PRIVILEGES;"
         ))
         .unwrap();
+    }
+
+    /// The TCP port the server listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Runs `sql` (any number of statements) with no database selected, as the harness's user.
+    pub fn exec_admin(&self, sql: &str) {
+        let opts = mysql::OptsBuilder::new()
+            .ip_or_hostname(Some("127.0.0.1"))
+            .tcp_port(self.port)
+            .user(Some(USER))
+            .pass(Some(PASSWORD));
+        mysql::Conn::new(opts).unwrap().query_drop(sql).unwrap();
     }
 
     /// The URL of database `name` (which may not exist).

@@ -38,6 +38,14 @@ pub fn dns_settings(db: &DbUrl, listen: SocketAddr) -> DnsSettings {
     }
 }
 
+pub fn reporter_settings(db: &DbUrl, listen: SocketAddr) -> ReporterSettings {
+    ReporterSettings {
+        server: doorway_linux::Config { listen, ..lars_server(0) },
+        db: db.clone(),
+        ..ReporterSettings::default()
+    }
+}
+
 /// lars-dns (100 ms poll), lars-reporter and lars-agent (short timeouts, fast link backoff).
 pub struct System {
     pub dns: DnsServer,
@@ -53,12 +61,8 @@ impl System {
     pub fn start(db: &DbUrl, overload_timeout: Duration) -> System {
         let dns = DnsServer::start(&dns_settings(db, "127.0.0.1:0".parse().unwrap()), false).unwrap();
         let dns_addr = dns.local_addr();
-        let reporter_settings = ReporterSettings {
-            server: doorway_linux::Config { listen: "127.0.0.1:0".parse().unwrap(), ..lars_server(0) },
-            db: db.clone(),
-            ..ReporterSettings::default()
-        };
-        let reporter = ReporterServer::start(&reporter_settings, false).unwrap();
+        let reporter =
+            ReporterServer::start(&reporter_settings(db, "127.0.0.1:0".parse().unwrap()), false).unwrap();
         let udp_base = free_udp_base();
         let endpoints = Endpoints {
             udp_base: SocketAddr::from(([127, 0, 0, 1], udp_base)),
