@@ -368,19 +368,24 @@ struct Sample {
 }
 
 /// Asks random modules of the million every [`QUERY_PERIOD`] until `stop`, one question at a
-/// time; a question late on its schedule is asked at once, and timed from when it was due.
+/// time; a question late on its schedule because an answer was late is asked at once, and timed
+/// from when it was due (so a stall counts against every question it held back). This thread's
+/// own late wake-ups are not the server's: when a sleep overshoots, the schedule moves with it.
 fn query_loop(addr: SocketAddr, seed: u64, epoch: Instant, stop: Arc<AtomicBool>) -> Vec<Sample> {
     let mut conn = LarsConn::connect(addr);
     let mut samples = Vec::with_capacity(1 << 16);
     let mut rng = seed;
-    let start = Instant::now();
+    let mut start = Instant::now();
     // Relaxed: a flag with nothing published behind it; a few more queries after it are fine.
     while !stop.load(Ordering::Relaxed) && samples.len() < MAX_QUERIES {
         rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         let n = ((rng >> 33) % u64::from(MODULES)) as u32;
-        let due = start + QUERY_PERIOD * samples.len() as u32;
+        let mut due = start + QUERY_PERIOD * samples.len() as u32;
         if let Some(early) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(early);
+            let woke = Instant::now();
+            start += woke - due;
+            due = woke;
         }
         conn.ask(module(n));
         let (msgid, body) = conn.recv().unwrap();
