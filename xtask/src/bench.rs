@@ -24,6 +24,9 @@
 //! server reached in 7 (one offered rate for all, so their loss rates compare), and reports the
 //! loss rate over the datagrams sent inside the window, split by where the kernel dropped them (the
 //! server's socket, or the client's: the latter is the client falling behind, not the server).
+//! Each share is over the span its counter covers: the server socket's drops are read at the
+//! window's ends (a share of the window's requests), the client sockets' over the whole run (a
+//! share of every request the run sent, warm-up included).
 //!
 //! A full run writes `bench/RESULTS.md`; `--quick` (1 round, short windows, 1,000 idle
 //! connections, for CI: no thresholds) writes `target/bench/quick-results.md` instead.
@@ -965,7 +968,8 @@ pub fn run(quick: bool, args: &[String]) -> Result {
         "- method: `cargo xtask bench{}`: {} round(s) of {} s (+{} s warm-up) per server, alternating; \
          server on cpu0, doorway-bench on cpu1; medians, spread = min..max over rounds; CPU/msg from \
          /proc utime+stime over the window; UDP rows count request datagrams answered (one in, one \
-         out each), 7 over its whole run, 7o over the requests sent inside the window",
+         out each), 7 over its whole run, 7o over the requests sent inside the window (its client-drop \
+         share over every request of the run, the span of that counter)",
         if opts.quick { " --quick" } else { "" },
         opts.rounds,
         opts.seconds,

@@ -68,6 +68,8 @@ impl Errors {
 pub struct Datagrams {
     /// Requests sent (open loop: those sent inside the measured window).
     pub sent: u64,
+    /// Every request sent over the run, warm-up and drain included (the span of `client_drops`).
+    pub sent_all: u64,
     /// Of those, requests with no verified reply within the reply timeout.
     pub lost: u64,
     /// Replies to a request no longer awaited (after its timeout, or a duplicate).
@@ -80,6 +82,7 @@ pub struct Datagrams {
 impl Datagrams {
     fn add(&mut self, other: &Datagrams) {
         self.sent += other.sent;
+        self.sent_all += other.sent_all;
         self.lost += other.lost;
         self.late += other.late;
         self.client_drops += other.client_drops;
@@ -452,11 +455,13 @@ impl Report {
                 c.reply_timeout.as_secs_f64(),
                 d.client_drops
             );
-            // Where losses happened, as shares of the requests sent.
-            let share = |n: u64| if d.sent == 0 { 0.0 } else { n as f64 / d.sent as f64 };
-            let _ = write!(s, ",\"client_drop_rate\":{:.6}", share(d.client_drops));
+            // Where losses happened, as shares of the requests sent over the same span as each
+            // counter: the server's socket is read at the window's ends (so: the window's
+            // requests); the clients' sockets over their whole life (so: every request of the run).
+            let share = |n: u64, of: u64| if of == 0 { 0.0 } else { n as f64 / of as f64 };
+            let _ = write!(s, ",\"client_drop_rate\":{:.6}", share(d.client_drops, d.sent_all));
             if let Some(n) = self.server_drops {
-                let _ = write!(s, ",\"server_drops\":{n},\"server_drop_rate\":{:.6}", share(n));
+                let _ = write!(s, ",\"server_drops\":{n},\"server_drop_rate\":{:.6}", share(n, d.sent));
             }
         }
         if let Some(cpu) = self.server_cpu_ns {

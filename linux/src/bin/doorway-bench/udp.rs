@@ -289,6 +289,7 @@ impl Sock {
                     Err(_) => return self.fail(env),
                 };
             self.book.sent(sent, now, env.plan);
+            env.stats.datagrams.sent_all += sent as u64;
             if let Book::Closed(_) = self.book {
                 env.stats.datagrams.sent += sent as u64;
             }
