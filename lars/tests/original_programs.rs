@@ -293,6 +293,33 @@ impl OriginalProgram {
         OriginalProgram { name, child: Child(Some(child)), log }
     }
 
+    /// Starts the original `lars_dns` (or `lars_reporter`, when `reporter`) `bin` in `dir` on a
+    /// free port below 32768, its database `db_name` on `db`, and waits until it listens.
+    fn serve(
+        name: &'static str,
+        bin: &Path,
+        dir: &Path,
+        (db, db_name): (&Mariadb, &str),
+        reporter: bool,
+    ) -> (OriginalProgram, u16) {
+        let port = mariadb::free_low_port();
+        let conf_file = if reporter { "lars_reporter.conf" } else { "lars_dns.conf" };
+        let mut program =
+            OriginalProgram::start(name, bin, dir, conf_file, &server_conf(port, db, db_name, reporter));
+        program.wait_listening(port);
+        (program, port)
+    }
+
+    /// Starts the original `lars_lb_agent` in `dir`, linked to `dns` and `reporter`, and waits
+    /// until it has bound its UDP ports.
+    fn agent(original: &Original, dir: &Path, dns: SocketAddr, reporter: SocketAddr) -> OriginalProgram {
+        let conf = agent_conf(dns, reporter);
+        let mut agent =
+            OriginalProgram::start("lars_lb_agent", &original.agent(), dir, "lars_lb_agent.conf", &conf);
+        agent.wait_agent_ports();
+        agent
+    }
+
     /// Whether it still runs.
     fn alive(&mut self) -> bool {
         matches!(self.child.0.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
@@ -392,15 +419,12 @@ fn the_original_agent_against_doorways_dns_and_reporter(original: &Original) -> 
     let route = nodes(&["192.168.1.101:7001", "192.168.1.102:7002", "10.0.0.3:7003"]);
     route_set(&db, modid, cmdid, &route);
     let doorway = Doorway::start(&db);
-    let conf = agent_conf(doorway.dns.local_addr(), doorway.reporter.local_addr());
-    let mut agent = OriginalProgram::start(
-        "lars_lb_agent",
-        &original.agent(),
+    let mut agent = OriginalProgram::agent(
+        original,
         &dir.0.join("agent"),
-        "lars_lb_agent.conf",
-        &conf,
+        doorway.dns.local_addr(),
+        doorway.reporter.local_addr(),
     );
-    agent.wait_agent_ports();
     let mut client = Client::new().unwrap(); // the agent at 127.0.0.1:8888-8890, as the original API
 
     // Fetch: NOEXIST while the agent asks lars-dns, then the route's nodes, round robin.
@@ -602,11 +626,8 @@ fn doorways_agent_against_the_original_dns(original: &Original, db: &Mariadb) ->
             .unwrap();
 
     // The original lars_dns, unpatched: answers.
-    let port = mariadb::free_low_port();
-    let conf = server_conf(port, db, name, false);
-    let mut dns =
-        OriginalProgram::start("lars_dns", &original.dns(), &dir.0.join("dns"), "lars_dns.conf", &conf);
-    dns.wait_listening(port);
+    let (mut dns, port) =
+        OriginalProgram::serve("lars_dns", &original.dns(), &dir.0.join("dns"), (db, name), false);
     let dns_addr = SocketAddr::from(([127, 0, 0, 1], port));
     let udp_base = free_udp_base();
     let agent = doorway_agent(SocketAddr::from(([127, 0, 0, 1], udp_base)), dns_addr, reporter.local_addr());
@@ -636,16 +657,13 @@ fn doorways_agent_against_the_original_dns(original: &Original, db: &Mariadb) ->
         reporter.wait().unwrap();
         return summary + "; push skipped";
     };
-    let port = mariadb::free_low_port();
-    let conf = server_conf(port, db, name, false);
-    let mut dns = OriginalProgram::start(
+    let (mut dns, port) = OriginalProgram::serve(
         "lars_dns (pushfix)",
         &pushfix_dns,
         &dir.0.join("dns-pushfix"),
-        "lars_dns.conf",
-        &conf,
+        (db, name),
+        false,
     );
-    dns.wait_listening(port);
     let udp_base = free_udp_base();
     let agent = doorway_agent(
         SocketAddr::from(([127, 0, 0, 1], udp_base)),
@@ -709,34 +727,17 @@ fn client_vs_original_agent_on_the_original_stack(original: &Original, db: &Mari
     let name = "lars_demo";
     original_database(original, db, name, &[((1, 1), &r11), ((1, 2), &r12), ((1, 3), &r13)]);
     let dir = TempDir::new("original-stack");
-    let dns_port = mariadb::free_low_port();
-    let mut dns = OriginalProgram::start(
-        "lars_dns",
-        &original.dns(),
-        &dir.0.join("dns"),
-        "lars_dns.conf",
-        &server_conf(dns_port, db, name, false),
-    );
-    dns.wait_listening(dns_port);
-    let reporter_port = mariadb::free_low_port();
-    let mut reporter = OriginalProgram::start(
+    let (mut dns, dns_port) =
+        OriginalProgram::serve("lars_dns", &original.dns(), &dir.0.join("dns"), (db, name), false);
+    let (mut reporter, reporter_port) = OriginalProgram::serve(
         "lars_reporter",
         &original.reporter(),
         &dir.0.join("reporter"),
-        "lars_reporter.conf",
-        &server_conf(reporter_port, db, name, true),
+        (db, name),
+        true,
     );
-    reporter.wait_listening(reporter_port);
     let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
-    let conf = agent_conf(at(dns_port), at(reporter_port));
-    let mut agent = OriginalProgram::start(
-        "lars_lb_agent",
-        &original.agent(),
-        &dir.0.join("agent"),
-        "lars_lb_agent.conf",
-        &conf,
-    );
-    agent.wait_agent_ports();
+    let mut agent = OriginalProgram::agent(original, &dir.0.join("agent"), at(dns_port), at(reporter_port));
 
     let mut run = Command::new(test)
         .env("LARS_ORIGINAL_AGENT", format!("127.0.0.1:{AGENT_PORT}"))
