@@ -231,7 +231,7 @@ const CLK_TCK: f64 = 100.0;
 
 /// utime + stime of a process, all threads, in seconds.
 fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let stat = read_proc(pid, "stat")?;
     // The command name may hold spaces; the fields after it are space-separated.
     let rest = stat.rsplit_once(") ").ok_or("malformed /proc/PID/stat")?.1;
     let fields: Vec<&str> = rest.split(' ').collect();
@@ -240,13 +240,19 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
     Ok((utime + stime) as f64 / CLK_TCK)
 }
 
+/// `/proc/PID/FILE`, with an error that names the process (a server that exited shows as such).
+fn read_proc(pid: u32, file: &str) -> Result<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .map_err(|e| format!("process {pid}: cannot read /proc/{pid}/{file} ({e}); has it exited?").into())
+}
+
 fn cpu_sum(pids: &[u32]) -> Result<f64> {
     pids.iter().map(|&p| cpu_seconds(p)).sum()
 }
 
 /// VmRSS of a process, KiB.
 fn rss_kib(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let status = read_proc(pid, "status")?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).ok_or("no VmRSS")?;
     Ok(line.split_whitespace().nth(1).ok_or("bad VmRSS")?.parse()?)
 }
@@ -1099,5 +1105,15 @@ mod tests {
         let cpu = cpu_seconds(std::process::id()).unwrap();
         assert!(cpu >= 0.0);
         assert!(rss_kib(std::process::id()).unwrap() > 0);
+    }
+
+    #[test]
+    fn a_gone_process_is_named_in_the_error() {
+        // A pid above the kernel's maximum (4,194,304) never names a process.
+        let gone = 4_194_305;
+        let msg = rss_kib(gone).unwrap_err().to_string();
+        assert!(msg.contains("process 4194305") && msg.contains("exited"), "{msg}");
+        let msg = cpu_seconds(gone).unwrap_err().to_string();
+        assert!(msg.contains("/proc/4194305/stat"), "{msg}");
     }
 }
