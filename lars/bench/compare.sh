@@ -171,8 +171,8 @@ for side in doorway original; do
         in_ns "$ORIG/run.sh" stop-lars > /dev/null
         LARS_QUIET=1 in_ns "$ORIG/run.sh" start-lars > /dev/null
         sleep 1
-        # The original agent has been seen to exit right after a restart here (once in five
-        # sessions): say so and go on to the push delay instead of ending the whole run.
+        # The original agent was once gone right after this restart (2026-12-06): say so and go on
+        # to the push delay instead of ending the whole run.
         client agent-mem --base 127.0.0.1:8888 --agent-pid "$(opid lars_lb_agent)" --modules "$MODS" --label original ||
             log "original agent-mem failed; the agent's stderr ends: $(tail -3 "$RUNDIR/logs/lars_lb_agent.err" | tr '\n' ' ')"
     fi
