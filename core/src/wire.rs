@@ -79,6 +79,16 @@ pub trait Wire: Copy + Send + Sync + 'static {
     /// The head of the frame at the start of `bytes`, which [`Wire::cut`] accepted.
     fn head(&self, bytes: &[u8]) -> Head;
 
+    /// The head of the frame that is exactly `bytes` (a datagram: one whole valid frame, nothing
+    /// after it), or `None`. The same answer as [`Wire::cut`] then [`Wire::head`]; the wires here
+    /// give it from one read of the head.
+    fn whole_frame(&self, bytes: &[u8]) -> Option<Head> {
+        match self.cut(bytes) {
+            Cut::Frame(len) if len == bytes.len() => Some(self.head(bytes)),
+            _ => None,
+        }
+    }
+
     /// Writes the head of a frame of `kind`, `seq` and `body_len` bytes into `out`; returns its
     /// length ([`Wire::HEAD_LEN`]).
     fn encode_head(&self, out: &mut [u8; MAX_HEAD_LEN], kind: u16, seq: u32, body_len: usize) -> usize;
@@ -158,6 +168,16 @@ impl Wire for V1 {
         match Header::parse(bytes) {
             Ok(h) => Head { kind: Some(h.kind), seq: h.seq, body_len: h.length as usize },
             Err(_) => Head { kind: None, seq: 0, body_len: 0 },
+        }
+    }
+
+    #[inline]
+    fn whole_frame(&self, bytes: &[u8]) -> Option<Head> {
+        match self.decoder.decode(bytes) {
+            Ok(Some(f)) if f.wire_len() == bytes.len() => {
+                Some(Head { kind: Some(f.header.kind), seq: f.header.seq, body_len: f.body.len() })
+            }
+            _ => None,
         }
     }
 
@@ -302,6 +322,17 @@ impl Wire for Lars {
             }
             None => Head { kind: None, seq: 0, body_len: 0 },
         }
+    }
+
+    #[inline]
+    fn whole_frame(&self, bytes: &[u8]) -> Option<Head> {
+        let (id, len) = Lars::fields(bytes)?;
+        let len = u32::try_from(len).ok().filter(|&len| len <= self.max_body)? as usize;
+        (Lars::HEAD_LEN + len == bytes.len()).then(|| Head {
+            kind: u16::try_from(id).ok(),
+            seq: 0,
+            body_len: len,
+        })
     }
 
     #[inline]
@@ -455,6 +486,36 @@ mod tests {
             assert_eq!(w.handle(&mut Map, &mut cx, head, b""), Control::Skipped);
         }
         assert_eq!(cx.sent.len(), 8, "nothing answers an unknown msgid");
+    }
+
+    /// `whole_frame` answers what `cut` then `head` answer, on both wires: exact frames, a byte
+    /// short, a byte over, a refused length, an empty datagram.
+    #[test]
+    fn whole_frame_agrees_with_cut_then_head() {
+        fn by_cut<W: Wire>(w: &W, bytes: &[u8]) -> Option<Head> {
+            match w.cut(bytes) {
+                Cut::Frame(len) if len == bytes.len() => Some(w.head(bytes)),
+                _ => None,
+            }
+        }
+        fn check<W: Wire>(w: W, frame: &[u8], accepted: Option<Option<u16>>) {
+            let mut longer = frame.to_vec();
+            longer.push(0);
+            for bytes in [frame, &frame[..frame.len() - 1], &longer[..], &[][..]] {
+                assert_eq!(w.whole_frame(bytes), by_cut(&w, bytes), "{bytes:?}");
+            }
+            let expect = accepted.map(|kind| (kind, frame.len() - W::HEAD_LEN));
+            assert_eq!(w.whole_frame(frame).map(|h| (h.kind, h.body_len)), expect);
+        }
+        let mut v1 = [0u8; 64];
+        let n = frame::encode(&mut v1, 100, 7, b"hello").unwrap();
+        check(V1::default(), &v1[..n], Some(Some(100)));
+        check(V1::new(4), &v1[..n], None); // body over the limit: refused
+        check(Lars::default(), &lars_frame(4, b"abc"), Some(Some(4)));
+        check(Lars::default(), &lars_frame(70_000, b"abc"), Some(None)); // msgid outside the map's range
+        let mut refused = lars_frame(4, b"");
+        refused[4..8].copy_from_slice(&(-1i32).to_le_bytes());
+        assert_eq!(Lars::default().whole_frame(&refused), None);
     }
 
     #[test]

@@ -65,7 +65,7 @@ use std::time::Instant;
 use doorway_core::dispatch::{Control, LinkId, SendError, Service};
 use doorway_core::frame::ErrorCode;
 use doorway_core::slab::{self, ConnId, Slab};
-use doorway_core::wire::{Cut, Wire, MAX_CLOSE_FRAME};
+use doorway_core::wire::{Wire, MAX_CLOSE_FRAME};
 
 use crate::buf::Pool;
 use crate::config::{Config, OnPanic};

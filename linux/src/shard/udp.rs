@@ -97,12 +97,11 @@ impl<W: Wire> Shard<W> {
                         counters.add(Counter::DatagramsDropped, 1);
                         continue;
                     };
-                    if !matches!(wire.cut(bytes), Cut::Frame(len) if len == bytes.len()) {
+                    let Some(head) = wire.whole_frame(bytes) else {
                         counters.add(Counter::DatagramsDropped, 1);
                         continue;
-                    }
+                    };
                     counters.add(Counter::DatagramsIn, 1);
-                    let head = wire.head(bytes);
                     let body = &bytes[W::HEAD_LEN..];
                     let mut cx = UdpCx::new(self, env, &io, i as u32, Some(from), send);
                     let ctl = self.guarded(&io, Hook::Datagram(endpoint.id, head.kind), || {
