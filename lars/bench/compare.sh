@@ -96,33 +96,31 @@ shape_place() { if [[ $1 == 1 && $2 == 1 ]]; then echo free; else echo pinned; f
 
 side_order() { if (( $1 % 2 )); then echo "doorway original"; else echo "original doorway"; fi; }
 
-# 1. lars-dns: GetRoute closed loop, 1 x 1 and 8 x 64 (connections x in flight).
-for r in $(seq "$RUNS"); do
-    for shape in "1 1" "8 64"; do
-        set -- $shape
-        place "$(shape_place "$@")" $(servers)
-        for side in $(side_order "$r"); do
-            if [[ $side == doorway ]]; then addr=127.0.0.1:17778 pid=$(cat "$OUT/dw-dns.pid")
-            else addr=127.0.0.1:7778 pid=$(opid lars_dns); fi
-            client dns --addr "$addr" --conns "$1" --depth "$2" --duration "$DURATION" --warmup "$WARMUP" \
-                --server-pid "$pid" --label "$side"
+# closed_loop KIND ADDR_FLAG DW_ADDR DW_NAME ORIG_ADDR ORIG_NAME COUNT_FLAG SHAPE: RUNS rounds of
+# lars-bench KIND at 1 x 1 and at SHAPE ("COUNT DEPTH"), both sides alternating, against doorway's
+# program DW_NAME at DW_ADDR and the original's ORIG_NAME at ORIG_ADDR.
+closed_loop() {
+    local kind=$1 addr_flag=$2 dw_addr=$3 dw_name=$4 orig_addr=$5 orig_name=$6 count_flag=$7 big=$8
+    local r shape side addr pid
+    for r in $(seq "$RUNS"); do
+        for shape in "1 1" "$big"; do
+            set -- $shape
+            place "$(shape_place "$@")" $(servers)
+            for side in $(side_order "$r"); do
+                if [[ $side == doorway ]]; then addr=$dw_addr pid=$(cat "$OUT/$dw_name.pid")
+                else addr=$orig_addr pid=$(opid "$orig_name"); fi
+                client "$kind" "$addr_flag" "$addr" "$count_flag" "$1" --depth "$2" --duration "$DURATION" \
+                    --warmup "$WARMUP" --server-pid "$pid" --label "$side"
+            done
         done
     done
-done
+}
+
+# 1. lars-dns: GetRoute closed loop, 1 x 1 and 8 x 64 (connections x in flight).
+closed_loop dns --addr 127.0.0.1:17778 dw-dns 127.0.0.1:7778 lars_dns --conns "8 64"
 
 # 3. lars-agent: get_host closed loop, 1 x 1 and 4 x 16 (sockets x in flight), modules (1,1..3).
-for r in $(seq "$RUNS"); do
-    for shape in "1 1" "4 16"; do
-        set -- $shape
-        place "$(shape_place "$@")" $(servers)
-        for side in $(side_order "$r"); do
-            if [[ $side == doorway ]]; then base=127.0.0.1:18888 pid=$(cat "$OUT/dw-agent.pid")
-            else base=127.0.0.1:8888 pid=$(opid lars_lb_agent); fi
-            client agent --base "$base" --sockets "$1" --depth "$2" --duration "$DURATION" --warmup "$WARMUP" \
-                --server-pid "$pid" --label "$side"
-        done
-    done
-done
+closed_loop agent --base 127.0.0.1:18888 dw-agent 127.0.0.1:8888 lars_lb_agent --sockets "4 16"
 
 # 2. lars-reporter: new rows (distinct keys) stored per second, on the same MariaDB; doorway on
 #    SQLite too (a fresh file each run). The original stores a few thousand rows/s, so it is given
