@@ -29,6 +29,7 @@
 //! - `shard`: a connection table plus the roles' batch functions; `cx`: the handler contexts.
 //! - `sync`: spin locks, eventfd wakers, ready queues and doors.
 //! - `stats`: per-thread counters, service metrics, STATS and Prometheus text.
+//! - `pace`: [`Pace`], yield points for a service's long background jobs.
 //! - `server`: threads per model (`fused`, `pipeline`), shards, metrics, the public API.
 //!
 //! From `doorway_core` it uses the wire, the message map, the slab (slot ids), the doors and door
@@ -40,6 +41,7 @@ mod buf;
 pub mod config;
 mod conn;
 mod cx;
+mod pace;
 mod server;
 mod shard;
 mod stats;
@@ -49,6 +51,7 @@ mod sys;
 
 pub use config::{Cli, Config, ConfigError, LogLevel, Model, OnPanic};
 pub use doorway_core::dispatch::LinkId;
+pub use pace::Pace;
 pub use server::{Builder, Handle, Running, Server};
 pub use shard::link::{LinkOptions, LinkStatus};
 pub use shard::{INBOX_CAP_BYTES, SHARD_SHIFT};

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use doorway_linux::Pace;
 use prost::Message as _;
 
 use crate::store::{Module, Snapshot};
@@ -27,13 +28,16 @@ pub struct RouteTable {
 impl RouteTable {
     /// Builds the table of `snapshot`.
     pub fn build(snapshot: &Snapshot) -> RouteTable {
+        let mut pace = Pace::new();
         let mut nodes: HashMap<Module, Vec<HostInfo>> = HashMap::new();
         for route in &snapshot.routes {
+            pace.step();
             nodes.entry(route.module).or_default().push(HostInfo::from_addr(route.node));
         }
         let mut oversized = Vec::new();
         let mut bodies = HashMap::with_capacity(nodes.len());
         for (module, host) in nodes {
+            pace.step();
             let response = GetRouteResponse { modid: module.modid, cmdid: module.cmdid, host };
             if response.encoded_len() > BODY_LIMIT {
                 oversized.push(module);

@@ -45,6 +45,8 @@ use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 
+use doorway_linux::Pace;
+
 /// A module: the pair `(modid, cmdid)` that names a remote service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Module {
@@ -303,7 +305,9 @@ pub fn open(url: &DbUrl) -> Result<Box<dyn Store>> {
 fn valid_routes(rows: impl IntoIterator<Item = (i64, i64, i64, i64)>) -> (Vec<Route>, usize) {
     let mut skipped = 0;
     let mut routes = Vec::new();
+    let mut pace = Pace::new();
     for (modid, cmdid, ip, port) in rows {
+        pace.step();
         let module = i32::try_from(modid).ok().zip(i32::try_from(cmdid).ok());
         let node = ip_from_column(ip).zip(u16::try_from(port).ok());
         match (module, node) {

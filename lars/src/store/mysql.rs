@@ -9,6 +9,7 @@
 //! Reports go in as multi-row `INSERT ... ON DUPLICATE KEY UPDATE` statements of at most
 //! [`ROWS_PER_STATEMENT`] rows, all of one batch in one transaction.
 
+use doorway_linux::Pace;
 use mysql::prelude::Queryable;
 use mysql::{AccessMode, Conn, Opts, Params, TxOpts, Value};
 
@@ -49,7 +50,13 @@ fn route_rows(q: &mut impl Queryable, module: Option<Module>) -> Result<Vec<(i64
             format!("{COLUMNS} WHERE modid = ? AND cmdid = ? ORDER BY serverip, serverport"),
             (m.modid, m.cmdid),
         )?,
-        None => q.query(format!("{COLUMNS} ORDER BY modid, cmdid, serverip, serverport"))?,
+        None => {
+            let mut pace = Pace::new();
+            q.query_map(format!("{COLUMNS} ORDER BY modid, cmdid, serverip, serverport"), |row| {
+                pace.step();
+                row
+            })?
+        }
     })
 }
 

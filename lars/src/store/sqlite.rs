@@ -11,6 +11,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use doorway_linux::Pace;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::{
@@ -96,7 +97,11 @@ impl Store for Sqlite {
         let version = Self::version_of(&tx)?;
         let (routes, skipped) = {
             let mut stmt = tx.prepare("SELECT modid, cmdid, serverip, serverport FROM RouteData")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            let mut pace = Pace::new();
+            let rows = stmt.query_map([], |r| {
+                pace.step();
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?;
             valid_routes(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         };
         tx.commit()?;

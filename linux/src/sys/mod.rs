@@ -74,7 +74,9 @@ pub fn write(fd: RawFd, buf: &[u8]) -> std::io::Result<usize> {
 /// its CPU as soon as it is in user space (measured in `lars/tests/dns_scale.rs`: p99 of queries
 /// during a reload 0.2-0.8 ms, against 3-4 ms at normal priority), and is never starved outright
 /// (it keeps a tiny share). Such a thread should hold a lock it shares with server threads only
-/// briefly: a server thread waiting on it waits for it to get a CPU back.
+/// briefly: a server thread waiting on it waits for it to get a CPU back. A server thread that is
+/// already runnable on its CPU (preempted, not woken) may still wait for it until the next tick:
+/// its long jobs call [`Pace::step`](crate::Pace::step) as well.
 pub fn lower_thread_priority() -> std::io::Result<()> {
     // SAFETY: `gettid` has no preconditions and cannot fail.
     let tid = unsafe { libc::gettid() };
