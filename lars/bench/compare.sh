@@ -4,6 +4,9 @@
 #
 #   lars/bench/compare.sh [RUNS] [OUT_DIR]            (default 3 runs, /tmp/lars-bench-results)
 #
+# LARS_BENCH_ONLY (a comma-separated subset of dns, agent, reporter, agent-mem, push; all by
+# default) runs only those parts, e.g. LARS_BENCH_ONLY=agent for the get_host rounds alone.
+#
 # Needs: the original built by the original-Lars measuring kit's build.sh ($LARS_ORIGINAL, kept
 # beside the repository; and `build.sh --pushfix` for the
 # push delay: the unpatched lars_dns crashes on its first push), `cargo build --release -p
@@ -30,6 +33,12 @@ RUNDIR=/tmp/lars-run            # the original's run.sh keeps its PIDs here
 SERVER_CPU=0
 CLIENT_CPU=1
 DURATION=${LARS_BENCH_DURATION:-10}
+ONLY=${LARS_BENCH_ONLY:-dns,agent,reporter,agent-mem,push}
+for part in ${ONLY//,/ }; do
+    [[ $part =~ ^(dns|agent|reporter|agent-mem|push)$ ]] ||
+        { echo "LARS_BENCH_ONLY: unknown part '$part' (dns, agent, reporter, agent-mem, push)" >&2; exit 2; }
+done
+want() { [[ ,$ONLY, == *,$1,* ]]; }
 WARMUP=${LARS_BENCH_WARMUP:-2}
 
 mkdir -p "$OUT"
@@ -117,70 +126,74 @@ closed_loop() {
 }
 
 # 1. lars-dns: GetRoute closed loop, 1 x 1 and 8 x 64 (connections x in flight).
-closed_loop dns --addr 127.0.0.1:17778 dw-dns 127.0.0.1:7778 lars_dns --conns "8 64"
+want dns && closed_loop dns --addr 127.0.0.1:17778 dw-dns 127.0.0.1:7778 lars_dns --conns "8 64"
 
 # 3. lars-agent: get_host closed loop, 1 x 1 and 4 x 16 (sockets x in flight), modules (1,1..3).
-closed_loop agent --base 127.0.0.1:18888 dw-agent 127.0.0.1:8888 lars_lb_agent --sockets "4 16"
+want agent && closed_loop agent --base 127.0.0.1:18888 dw-agent 127.0.0.1:8888 lars_lb_agent --sockets "4 16"
 
 # 2. lars-reporter: new rows (distinct keys) stored per second, on the same MariaDB; doorway on
 #    SQLite too (a fresh file each run). The original stores a few thousand rows/s, so it is given
 #    fewer rows (the rate is its steady state either way).
 #    Reporters pinned to CPU 0 and the client to CPU 1; MariaDB runs where the scheduler puts it.
-place pinned $(servers)
-DW_ROWS=${LARS_BENCH_DW_ROWS:-300000}
-ORIG_ROWS=${LARS_BENCH_ORIG_ROWS:-60000}
-for r in $(seq "$RUNS"); do
-    for side in $(side_order "$r"); do
-        sql "TRUNCATE TABLE ServerCallStatus"
-        if [[ $side == doorway ]]; then
-            client reporter --addr 127.0.0.1:17779 --db "$DB" --rows "$DW_ROWS" --server-pid "$(cat "$OUT/dw-reporter.pid")" \
-                --db-pid "$(opid mariadb)" --label doorway-mariadb
-        else
-            client reporter --addr 127.0.0.1:7779 --db "$DB" --rows "$ORIG_ROWS" --server-pid "$(opid lars_reporter)" \
-                --db-pid "$(opid mariadb)" --label original-mariadb
-        fi
+want reporter && {
+    place pinned $(servers)
+    DW_ROWS=${LARS_BENCH_DW_ROWS:-300000}
+    ORIG_ROWS=${LARS_BENCH_ORIG_ROWS:-60000}
+    for r in $(seq "$RUNS"); do
+        for side in $(side_order "$r"); do
+            sql "TRUNCATE TABLE ServerCallStatus"
+            if [[ $side == doorway ]]; then
+                client reporter --addr 127.0.0.1:17779 --db "$DB" --rows "$DW_ROWS" --server-pid "$(cat "$OUT/dw-reporter.pid")" \
+                    --db-pid "$(opid mariadb)" --label doorway-mariadb
+            else
+                client reporter --addr 127.0.0.1:7779 --db "$DB" --rows "$ORIG_ROWS" --server-pid "$(opid lars_reporter)" \
+                    --db-pid "$(opid mariadb)" --label original-mariadb
+            fi
+        done
+        rm -f "$OUT"/reporter.db*
+        start_dw dw-reporter-sqlite lars-reporter --listen 127.0.0.1:17780 --db "sqlite://$OUT/reporter.db" --log-level warn
+        place pinned "$(cat "$OUT/dw-reporter-sqlite.pid")"
+        client reporter --addr 127.0.0.1:17780 --db "sqlite://$OUT/reporter.db" --rows "$DW_ROWS" \
+            --server-pid "$(cat "$OUT/dw-reporter-sqlite.pid")" --label doorway-sqlite
+        stop_dw dw-reporter-sqlite
     done
-    rm -f "$OUT"/reporter.db*
-    start_dw dw-reporter-sqlite lars-reporter --listen 127.0.0.1:17780 --db "sqlite://$OUT/reporter.db" --log-level warn
-    place pinned "$(cat "$OUT/dw-reporter-sqlite.pid")"
-    client reporter --addr 127.0.0.1:17780 --db "sqlite://$OUT/reporter.db" --rows "$DW_ROWS" \
-        --server-pid "$(cat "$OUT/dw-reporter-sqlite.pid")" --label doorway-sqlite
-    stop_dw dw-reporter-sqlite
-done
-sql "TRUNCATE TABLE ServerCallStatus"
+    sql "TRUNCATE TABLE ServerCallStatus"
+}
 
 # 3b. Agent memory with 10,000 modules: routes for (1000..10999, 1), three nodes each, in RouteData
 #     (version bumped, no RouteChange: nothing is pushed). Fresh agents, RSS before and after.
-PLACE=free
-MODS=${LARS_BENCH_MODULES:-10000}
-sql "DELETE FROM RouteData WHERE modid >= 1000;
-     INSERT INTO RouteData(modid, cmdid, serverip, serverport)
-       SELECT 999 + m.seq, 1, INET_ATON('10.1.0.0') + h.seq, 7000 + h.seq FROM seq_1_to_$MODS m, seq_1_to_3 h;
-     UPDATE RouteVersion SET version = version + 1 WHERE id = 1;"
-sleep 3   # both route services poll the version every second
-for side in doorway original; do
-    if [[ $side == doorway ]]; then
-        stop_dw dw-agent
-        start_dw dw-agent lars-agent --udp-base 127.0.0.1:18888 --dns 127.0.0.1:17778 --reporter 127.0.0.1:17779 \
-            --listen 127.0.0.1:0 --log-level warn
-        sleep 1
-        client agent-mem --base 127.0.0.1:18888 --agent-pid "$(cat "$OUT/dw-agent.pid")" --modules "$MODS" --label doorway
-    else
-        in_ns "$ORIG/run.sh" stop-lars > /dev/null
-        LARS_QUIET=1 in_ns "$ORIG/run.sh" start-lars > /dev/null
-        sleep 1
-        # The original agent was once gone right after this restart (2026-12-06): say so and go on
-        # to the push delay instead of ending the whole run.
-        client agent-mem --base 127.0.0.1:8888 --agent-pid "$(opid lars_lb_agent)" --modules "$MODS" --label original ||
-            log "original agent-mem failed; the agent's stderr ends: $(tail -3 "$RUNDIR/logs/lars_lb_agent.err" | tr '\n' ' ')"
-    fi
-done
-sql "DELETE FROM RouteData WHERE modid >= 1000; UPDATE RouteVersion SET version = version + 1 WHERE id = 1;"
+want agent-mem && {
+    PLACE=free
+    MODS=${LARS_BENCH_MODULES:-10000}
+    sql "DELETE FROM RouteData WHERE modid >= 1000;
+         INSERT INTO RouteData(modid, cmdid, serverip, serverport)
+           SELECT 999 + m.seq, 1, INET_ATON('10.1.0.0') + h.seq, 7000 + h.seq FROM seq_1_to_$MODS m, seq_1_to_3 h;
+         UPDATE RouteVersion SET version = version + 1 WHERE id = 1;"
+    sleep 3   # both route services poll the version every second
+    for side in doorway original; do
+        if [[ $side == doorway ]]; then
+            stop_dw dw-agent
+            start_dw dw-agent lars-agent --udp-base 127.0.0.1:18888 --dns 127.0.0.1:17778 --reporter 127.0.0.1:17779 \
+                --listen 127.0.0.1:0 --log-level warn
+            sleep 1
+            client agent-mem --base 127.0.0.1:18888 --agent-pid "$(cat "$OUT/dw-agent.pid")" --modules "$MODS" --label doorway
+        else
+            in_ns "$ORIG/run.sh" stop-lars > /dev/null
+            LARS_QUIET=1 in_ns "$ORIG/run.sh" start-lars > /dev/null
+            sleep 1
+            # The original agent was once gone right after this restart (2026-12-06): say so and go on
+            # to the push delay instead of ending the whole run.
+            client agent-mem --base 127.0.0.1:8888 --agent-pid "$(opid lars_lb_agent)" --modules "$MODS" --label original ||
+                log "original agent-mem failed; the agent's stderr ends: $(tail -3 "$RUNDIR/logs/lars_lb_agent.err" | tr '\n' ' ')"
+        fi
+    done
+    sql "DELETE FROM RouteData WHERE modid >= 1000; UPDATE RouteVersion SET version = version + 1 WHERE id = 1;"
+}
 
 # 1b. Push delay: 100 subscribed connections, 10 route changes per run committed to MariaDB (the
 #     same SQL for both). One route service at a time: each deletes the RouteChange rows it pushed.
 #     The original runs the --pushfix build (its unpatched lars_dns crashes on the first push).
-for r in $(seq "$RUNS"); do
+want push && for r in $(seq "$RUNS"); do
     for side in $(side_order "$r"); do
         in_ns "$ORIG/run.sh" stop-lars > /dev/null
         stop_dw dw-dns
