@@ -9,12 +9,22 @@
 //!
 //! # Placement
 //!
-//! One loop (one shard) owns the three UDP sockets, both links and one [`Balancer`]: every module,
-//! whichever port asks for it, lives in one map, and the route replies and pushes that arrive on
-//! the `lars-dns` link update it directly, with no lock and no hand-off. (The original runs one
-//! thread per port, each with its own modules, and a thread per link with queues between them.) A
-//! second shard would split the modules from the link that feeds them, so the agent always runs
-//! one; `get_host` costs a hash lookup and a few comparisons, far below a datagram's system calls.
+//! By default one loop (one shard) owns the three UDP sockets, both links and one [`Balancer`]:
+//! every module, whichever port asks for it, lives in one map, and the route replies and pushes
+//! that arrive on the `lars-dns` link update it directly, with no hand-off. With `--shards 3`
+//! each port gets its own loop, as the original runs one thread per port: the framework puts UDP
+//! endpoint `i` and link `i` on shard `i % shards`, so shard 0 also holds the `lars-dns` link and
+//! shard 1 the `lars-reporter` link; the other shards reach them through the server's inbox
+//! (`send_link`), and every shard shares the one balancer behind its mutex (held for a lookup
+//! and a few comparisons per request). Any shard's report timer takes the reports that are due.
+//!
+//! Which is better was measured (`lars/RESULTS.md`, "One loop or one per port"): under load the
+//! single loop costs less CPU per get_host (its batches hold more datagrams); with one request
+//! in flight on this 2-vCPU VM the per-port loops answer more, because a client that asks
+//! the three ports in turn then wakes three threads in turn, which the kernel tends to run on
+//! the client's own CPU (no cross-CPU wake-up) where one thread woken every time stays on the
+//! other CPU. The original shows the same: asked through one port only, its round trips/s fall
+//! to the single loop's.
 //!
 //! # What it does beyond the original
 //!
@@ -31,6 +41,7 @@
 //! `reports_refused`.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -88,14 +99,15 @@ impl Metrics {
     }
 }
 
-/// The agent's service. Cloned once per shard by the server; the agent runs one shard, and the
-/// balancer sits behind a mutex only so the clone is sound (it is never contended).
+/// The agent's service. Cloned once per shard by the server; the clones share the balancer (behind
+/// a mutex, uncontended with one shard) and whether the reporter's link is up.
 #[derive(Clone)]
 pub struct Agent {
     balancer: Arc<Mutex<Balancer>>,
     dns: LinkId,
     reporter: LinkId,
-    reporter_up: bool,
+    /// Set by the shard that owns the reporter's link, read by every shard's report timer.
+    reporter_up: Arc<AtomicBool>,
     started: std::time::Instant,
     report_interval: Duration,
     metrics: Metrics,
@@ -220,7 +232,9 @@ impl Service for Agent {
         if token != REPORT_TIMER {
             return;
         }
-        if self.reporter_up {
+        // Relaxed: a flag with nothing published behind it; a report taken just after the link
+        // fell is queued on the link (or counted as refused).
+        if self.reporter_up.load(Ordering::Relaxed) {
             let unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32);
             let now = self.now();
             let reports = self.balancer().take_report(now, unix);
@@ -239,7 +253,7 @@ impl Service for Agent {
 
     fn on_link_up<C: Context>(&mut self, cx: &mut C, link: LinkId) {
         if link == self.reporter {
-            self.reporter_up = true;
+            self.reporter_up.store(true, Ordering::Relaxed);
         } else if link == self.dns {
             // lars-dns (re)started: ask again for every module held, so pushes resume too.
             let now = self.now();
@@ -250,7 +264,7 @@ impl Service for Agent {
 
     fn on_link_down<O: Outbox>(&mut self, _out: &mut O, link: LinkId) {
         if link == self.reporter {
-            self.reporter_up = false;
+            self.reporter_up.store(false, Ordering::Relaxed);
         }
     }
 }
@@ -266,8 +280,12 @@ pub struct Endpoints {
     pub reporter: SocketAddr,
 }
 
-/// Starts the agent: the Lars wire, the three UDP endpoints, the two links, one shard; drains on
-/// SIGTERM/SIGINT when `signals` (the binary).
+/// The most shards the agent runs: one per UDP port.
+pub const MAX_SHARDS: usize = 3;
+
+/// Starts the agent: the Lars wire, the three UDP endpoints, the two links, `server.shards` loops
+/// (1 to [`MAX_SHARDS`]; see the module's placement notes); drains on SIGTERM/SIGINT when
+/// `signals` (the binary).
 pub fn start(
     server: doorway_linux::Config,
     endpoints: &Endpoints,
@@ -277,7 +295,16 @@ pub fn start(
 ) -> std::io::Result<Running<Lars>> {
     let balancer = Balancer::new(balance.clone())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
-    let cfg = doorway_linux::Config { shards: 1, idle_timeout: None, ..server };
+    if !(1..=MAX_SHARDS).contains(&server.shards) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "--shards {}: the agent runs 1 to {MAX_SHARDS} (one per UDP port at most)",
+                server.shards
+            ),
+        ));
+    }
+    let cfg = doorway_linux::Config { idle_timeout: None, ..server };
     let metrics = Metrics::new();
     let mut builder =
         crate::service::lars_builder(&cfg, signals, metrics.all()).without_tcp().link_options(links);
@@ -296,7 +323,7 @@ pub fn start(
         balancer: Arc::new(Mutex::new(balancer)),
         dns,
         reporter,
-        reporter_up: false,
+        reporter_up: Arc::new(AtomicBool::new(false)),
         started: std::time::Instant::now(),
         report_interval: balance.report_interval,
         metrics,

@@ -13,6 +13,10 @@
 //! 5. `lars-dns` is stopped: the agent keeps answering from what it has; restarted on the same
 //!    address, the agent re-subscribes by itself and sees a later change;
 //! 6. the reporter's table shows every node's counts.
+//!
+//! And the agent with one loop per port (`--shards 3`): a module on each port is answered, a
+//! route change pushed to the loop that holds the `lars-dns` link reaches every port, and every
+//! port's reports land in the reporter's table.
 
 mod common;
 
@@ -226,4 +230,57 @@ fn the_whole_lars_system_under_faults() {
     dns.wait().unwrap();
     reporter.handle().stop();
     reporter.wait().unwrap();
+}
+
+#[test]
+fn an_agent_with_one_loop_per_port_answers_pushes_and_reports_on_every_port() {
+    let dir = TempDir::new("system-per-port");
+    let db = dir.sqlite();
+    // (modid + cmdid) % 3 is 2, 0, 1: one module per port, so one per loop.
+    let modules =
+        [Module { modid: 10, cmdid: 1 }, Module { modid: 10, cmdid: 2 }, Module { modid: 10, cmdid: 3 }];
+    let first = |m: &Module| SocketAddrV4::new(Ipv4Addr::new(10, 9, m.cmdid as u8, 1), 7000);
+    let second = |m: &Module| SocketAddrV4::new(Ipv4Addr::new(10, 9, m.cmdid as u8, 2), 7000);
+    for m in &modules {
+        store::open(&db).unwrap().set_route(*m, &[first(m)]).unwrap();
+    }
+    let sys = System::start_with(&db, OVERLOAD_TIMEOUT, 3);
+    let mut c =
+        Client::with_config(client::Config { base_port: sys.udp_base, ..client::Config::default() }).unwrap();
+    let host = |c: &mut Client, m: &Module| c.get_host(m.modid, m.cmdid).ok();
+    let as_node = |a: SocketAddrV4| (*a.ip(), a.port());
+
+    // Each loop asks lars-dns through the link another loop owns, and gets its answer.
+    for m in &modules {
+        wait_for("a module's route", Duration::from_secs(3), || host(&mut c, m) == Some(as_node(first(m))));
+        for _ in 0..5 {
+            let node = host(&mut c, m).unwrap();
+            c.report(m.modid, m.cmdid, node, RetCode::Succ).unwrap();
+        }
+    }
+    // Every loop's reports reach lars-reporter (its link is on shard 1).
+    let mut st = store::open(&db).unwrap();
+    for m in &modules {
+        let row = StatusRow {
+            module: *m,
+            ip: store::ip_to_column(*first(m).ip()),
+            port: 7000,
+            caller: store::ip_to_column(Ipv4Addr::UNSPECIFIED),
+            succ: 0,
+            err: 0,
+            ts: 0,
+            overload: false,
+        };
+        wait_for("the reports", Duration::from_secs(3), || {
+            st.status(&row).unwrap().is_some_and(|counts| counts.succ >= 5)
+        });
+    }
+    // A change is pushed on the lars-dns link (shard 0) and seen on every port.
+    for m in &modules {
+        store::open(&db).unwrap().set_route(*m, &[second(m)]).unwrap();
+    }
+    for m in &modules {
+        wait_for("the changed route", Duration::from_secs(2), || host(&mut c, m) == Some(as_node(second(m))));
+    }
+    sys.stop();
 }

@@ -3,7 +3,8 @@
 //!
 //! Serves the original's UDP protocol on three ports from `--udp-base` (8888, 8889, 8890 by
 //! default), links to `lars-dns` and `lars-reporter`, and prints `lars-agent udp on <addr>` per
-//! port once serving. Drains on SIGTERM/SIGINT and exits 0; an invalid setting exits 2.
+//! port once serving. `--shards 3` runs one loop per port (default 1: one loop for all three; see
+//! `doorway_lars::agent`). Drains on SIGTERM/SIGINT and exits 0; an invalid setting exits 2.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -87,6 +88,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if !(1..=agent::MAX_SHARDS).contains(&s.server.shards) {
+        eprintln!(
+            "lars-agent: --shards {}: 1 to {} (one loop per UDP port at most)",
+            s.server.shards,
+            agent::MAX_SHARDS
+        );
+        return ExitCode::from(2);
+    }
     env_logger::Builder::new()
         .filter_level(s.server.log_level.filter())
         .target(env_logger::Target::Stderr)

@@ -59,6 +59,11 @@ pub struct System {
 impl System {
     /// Starts the three on `db`, the agent's nodes overloaded for at most `overload_timeout`.
     pub fn start(db: &DbUrl, overload_timeout: Duration) -> System {
+        System::start_with(db, overload_timeout, 1)
+    }
+
+    /// [`System::start`] with the agent on `agent_shards` loops (3: one per UDP port).
+    pub fn start_with(db: &DbUrl, overload_timeout: Duration, agent_shards: usize) -> System {
         let dns = DnsServer::start(&dns_settings(db, "127.0.0.1:0".parse().unwrap()), false).unwrap();
         let dns_addr = dns.local_addr();
         let reporter =
@@ -81,8 +86,14 @@ impl System {
             backoff_ceiling: Duration::from_millis(300),
             ..LinkOptions::default()
         };
-        let agent =
-            agent::start(doorway_linux::Config::default(), &endpoints, balance, links, false).unwrap();
+        let agent = agent::start(
+            doorway_linux::Config { shards: agent_shards, ..Default::default() },
+            &endpoints,
+            balance,
+            links,
+            false,
+        )
+        .unwrap();
         System { dns, dns_addr, reporter, agent, udp_base }
     }
 
