@@ -415,8 +415,9 @@ mod tests {
     }
 
     /// Why a citation `target` (a path, maybe with `#anchor`) made in `file` does not resolve, if
-    /// it does not. A bare name (no `/`) may be any tracked file's name; a path is taken relative
-    /// to the citing file, then to the root. `read` gives a tracked file's text.
+    /// it does not. A bare name (no `/`) is the file of that name beside the citing file, else any
+    /// tracked file's name; a path is taken relative to the citing file, then to the root. `read`
+    /// gives a tracked file's text.
     fn unresolved(
         file: &str,
         target: &str,
@@ -430,7 +431,9 @@ mod tests {
         let found = if path.is_empty() {
             Some(file.to_string())
         } else if !path.contains('/') {
-            tracked.iter().find(|t| t.rsplit('/').next() == Some(path)).cloned()
+            resolve(dir_of(file), path)
+                .filter(|beside| tracked.contains(beside))
+                .or_else(|| tracked.iter().find(|t| t.rsplit('/').next() == Some(path)).cloned())
         } else {
             let candidates = [resolve(dir_of(file), path), resolve("", path)];
             let mut found = None;
@@ -581,12 +584,19 @@ mod tests {
 
     #[test]
     fn tidy_link_checks_catch_what_they_should() {
-        let tracked: Vec<String> =
-            ["README.md", "docs/PROTOCOL.md", "docs/ARCHITECTURE.md", "bench/RESULTS.md", "core/src/lib.rs"]
-                .map(str::to_string)
-                .to_vec();
+        let tracked: Vec<String> = [
+            "README.md",
+            "docs/PROTOCOL.md",
+            "docs/ARCHITECTURE.md",
+            "bench/RESULTS.md",
+            "lars/RESULTS.md",
+            "core/src/lib.rs",
+        ]
+        .map(str::to_string)
+        .to_vec();
         let read = |path: &str| match path {
             "docs/ARCHITECTURE.md" => Some("# A\n## The four roles\n```\n# not a heading\n```\n".to_string()),
+            "lars/RESULTS.md" => Some("# Lars\n## One loop\n".to_string()),
             _ => Some(String::new()),
         };
         // Outside the repository.
@@ -605,6 +615,8 @@ mod tests {
         assert!(unresolved("core/src/lib.rs", "DESIGN.md", &tracked, &read).is_some());
         assert!(unresolved("core/src/lib.rs", "docs/DESIGN.md", &tracked, &read).is_some());
         assert_eq!(unresolved("docs/PROTOCOL.md", "ARCHITECTURE.md", &tracked, &read), None);
+        // A bare name is first the file beside the citing one (lars/RESULTS.md, not bench's).
+        assert_eq!(unresolved("lars/README.md", "RESULTS.md#one-loop", &tracked, &read), None);
         assert_eq!(citing_text("a.rs", "let p = \"x.md\"; // see y.md"), "// see y.md");
         // Markdown links.
         let links = markdown_links(
