@@ -52,18 +52,18 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use doorway_core::wire::Lars;
-use doorway_lars::agent::{self, Endpoints};
+use doorway_lars::agent::Endpoints;
 use doorway_lars::balance;
 use doorway_lars::client::{Config, Error, Node};
 use doorway_lars::dns::DnsServer;
 use doorway_lars::reporter::ReporterServer;
 use doorway_lars::store::DbUrl;
 use doorway_lars::{Client, RetCode};
-use doorway_linux::{LinkOptions, Running};
+use doorway_linux::Running;
 use mysql::prelude::Queryable;
 
 use common::mariadb::{self, Mariadb};
-use common::system::{dns_settings, free_udp_base, reporter_settings};
+use common::system::{dns_settings, free_udp_base, reporter_settings, start_agent};
 use common::{Child, TempDir};
 
 const SRC_ENV: &str = "LARS_ORIGINAL_SRC";
@@ -254,13 +254,7 @@ fn doorway_agent(udp_base: SocketAddr, dns: SocketAddr, reporter: SocketAddr) ->
         report_interval: Duration::from_millis(500),
         ..balance::Config::default()
     };
-    let links = LinkOptions {
-        backoff_floor: Duration::from_millis(50),
-        backoff_ceiling: Duration::from_millis(300),
-        ..LinkOptions::default()
-    };
-    let endpoints = Endpoints { udp_base, dns, reporter };
-    agent::start(doorway_linux::Config::default(), &endpoints, balance, links, false).unwrap()
+    start_agent(&Endpoints { udp_base, dns, reporter }, balance, 1)
 }
 
 fn stop_agent(agent: Running<Lars>) {

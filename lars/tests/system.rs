@@ -284,3 +284,17 @@ fn an_agent_with_one_loop_per_port_answers_pushes_and_reports_on_every_port() {
     }
     sys.stop();
 }
+
+#[test]
+fn the_agent_binary_refuses_settings_it_cannot_serve_with_exit_2() {
+    let agent = env!("CARGO_BIN_EXE_lars-agent");
+    for (args, says) in [
+        (&["--shards", "4"][..], "--shards 4: the agent runs 1 to 3"),
+        (&["--udp-base", "127.0.0.1:65534"][..], "no room for three ports"),
+    ] {
+        let out = std::process::Command::new(agent).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}

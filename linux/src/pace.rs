@@ -40,8 +40,15 @@ impl Pace {
     /// One unit of work done: yields the CPU when this slice is over.
     #[inline]
     pub fn step(&mut self) {
-        self.steps += 1;
-        if self.steps == Self::CHECK_EVERY {
+        self.steps(1);
+    }
+
+    /// `n` units of work done at once (a table entry of `n` nodes, say), so a job of uneven
+    /// pieces still reads the clock every [`Pace::CHECK_EVERY`] units.
+    #[inline]
+    pub fn steps(&mut self, n: u32) {
+        self.steps = self.steps.saturating_add(n);
+        if self.steps >= Self::CHECK_EVERY {
             self.check();
         }
     }
@@ -95,5 +102,13 @@ mod tests {
             quick.step();
         }
         assert!(quick.yields() <= 1, "a job shorter than a slice yields at most once");
+
+        // Heavy pieces: each counts for its weight, so the clock is read at every one of them.
+        let mut heavy = Pace::new();
+        let started = Instant::now();
+        while started.elapsed() < Pace::SLICE * 4 {
+            heavy.steps(Pace::CHECK_EVERY);
+        }
+        assert!(heavy.yields() >= 1, "{} yields", heavy.yields());
     }
 }

@@ -88,14 +88,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if !(1..=agent::MAX_SHARDS).contains(&s.server.shards) {
-        eprintln!(
-            "lars-agent: --shards {}: 1 to {} (one loop per UDP port at most)",
-            s.server.shards,
-            agent::MAX_SHARDS
-        );
-        return ExitCode::from(2);
-    }
     env_logger::Builder::new()
         .filter_level(s.server.log_level.filter())
         .target(env_logger::Target::Stderr)
@@ -123,6 +115,12 @@ fn main() -> ExitCode {
     let endpoints = Endpoints { udp_base: s.udp_base, dns: s.dns, reporter: s.reporter };
     let running = match agent::start(s.server.clone(), &endpoints, balance, links, true) {
         Ok(r) => r,
+        // `start` checks what the flags cannot: --shards against the ports, the balancer's
+        // settings together, the UDP base against the port range.
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            eprintln!("lars-agent: {e}");
+            return ExitCode::from(2);
+        }
         Err(e) => {
             eprintln!("lars-agent: cannot start: {e}");
             return ExitCode::from(1);

@@ -37,7 +37,8 @@ impl RouteTable {
         let mut oversized = Vec::new();
         let mut bodies = HashMap::with_capacity(nodes.len());
         for (module, host) in nodes {
-            pace.step();
+            // Encoding a module costs in proportion to its nodes.
+            pace.steps(u32::try_from(host.len()).unwrap_or(u32::MAX));
             let response = GetRouteResponse { modid: module.modid, cmdid: module.cmdid, host };
             if response.encoded_len() > BODY_LIMIT {
                 oversized.push(module);

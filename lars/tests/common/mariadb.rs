@@ -182,15 +182,7 @@ impl Mariadb {
     /// A new database with the original's tables.
     pub fn fresh_db(&self) -> DbUrl {
         let name = format!("lars_{}", self.next_db.fetch_add(1, Ordering::Relaxed));
-        let mut admin = mysql::Conn::new(
-            mysql::OptsBuilder::new()
-                .ip_or_hostname(Some("127.0.0.1"))
-                .tcp_port(self.port)
-                .user(Some(USER))
-                .pass(Some(PASSWORD)),
-        )
-        .unwrap();
-        admin.query_drop(format!("CREATE DATABASE {name}")).unwrap();
+        self.exec_admin(&format!("CREATE DATABASE {name}"));
         let url = self.url(&name);
         let DbUrl::Mysql(text) = &url else { unreachable!() };
         Mysql::open(text).unwrap().create_schema().unwrap();

@@ -60,9 +60,7 @@ impl LarsConn {
         assert_eq!(msgid, i32::from(MsgId::GetRouteResponse));
         <doorway_lars::GetRouteResponse as prost::Message>::decode(&body[..]).unwrap()
     }
-}
 
-impl LarsConn {
     pub fn connect(addr: SocketAddr) -> LarsConn {
         let stream = TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

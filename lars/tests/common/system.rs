@@ -29,6 +29,22 @@ pub fn free_udp_base() -> u16 {
     panic!("no three consecutive free UDP ports");
 }
 
+/// Link options that reconnect within 50-300 ms, so a test sees a restarted peer at once.
+pub fn fast_links() -> LinkOptions {
+    LinkOptions {
+        backoff_floor: Duration::from_millis(50),
+        backoff_ceiling: Duration::from_millis(300),
+        ..LinkOptions::default()
+    }
+}
+
+/// Doorway's lars-agent on `endpoints`, with `balance`, on `shards` loops, its links reconnecting
+/// fast.
+pub fn start_agent(endpoints: &Endpoints, balance: balance::Config, shards: usize) -> Running<Lars> {
+    let server = doorway_linux::Config { shards, ..Default::default() };
+    agent::start(server, endpoints, balance, fast_links(), false).unwrap()
+}
+
 pub fn dns_settings(db: &DbUrl, listen: SocketAddr) -> DnsSettings {
     DnsSettings {
         server: doorway_linux::Config { listen, ..lars_server(0) },
@@ -81,19 +97,7 @@ impl System {
             report_interval: Duration::from_millis(200),
             ..balance::Config::default()
         };
-        let links = LinkOptions {
-            backoff_floor: Duration::from_millis(50),
-            backoff_ceiling: Duration::from_millis(300),
-            ..LinkOptions::default()
-        };
-        let agent = agent::start(
-            doorway_linux::Config { shards: agent_shards, ..Default::default() },
-            &endpoints,
-            balance,
-            links,
-            false,
-        )
-        .unwrap();
+        let agent = start_agent(&endpoints, balance, agent_shards);
         System { dns, dns_addr, reporter, agent, udp_base }
     }
 
